@@ -1,0 +1,1 @@
+"""Deforum-style animation steps: pure functions on arrays and paths, wired together by the Snakemake rules."""
