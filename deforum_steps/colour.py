@@ -1,0 +1,60 @@
+"""Per-frame colour operations: colour coherence (histogram match to a reference frame), grayscale,
+contrast and the anti-blur unsharp mask. RGB uint8 in and out."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from skimage.exposure import match_histograms
+
+# (to colour space, back to RGB); RGB is matched as is.
+_SPACES = {"RGB": None, "HSV": (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB), "LAB": (cv2.COLOR_RGB2LAB, cv2.COLOR_LAB2RGB)}
+
+
+def colour_mode(mode: str) -> str:
+    """'Match Frame 0 LAB' / 'LAB' -> 'LAB' (likewise HSV, RGB); 'None' -> 'None'; 'Image' (match a given
+    image) -> 'LAB', the space the references use for it."""
+    short = mode.removeprefix("Match Frame 0 ").strip()
+    if short == "Image":
+        return "LAB"
+    if short != "None" and short not in _SPACES:
+        raise ValueError(f"unknown colour coherence mode {mode!r}")
+    return short
+
+
+def match_colors(image: np.ndarray, reference: np.ndarray, mode: str) -> np.ndarray:
+    """Match each channel's histogram of `image` to `reference` in RGB, HSV or LAB (notebook `maintain_colors`
+    on RGB data). Matched values are written into uint8 by truncation, as the reference does."""
+    short = colour_mode(mode)
+    if short == "None":
+        return image
+    if _SPACES[short] is None:
+        return match_histograms(image, reference, channel_axis=-1)
+    forward, back = _SPACES[short]
+    matched = match_histograms(cv2.cvtColor(image, forward), cv2.cvtColor(reference, forward), channel_axis=-1)
+    return cv2.cvtColor(matched, back)
+
+
+def to_grayscale(img: np.ndarray) -> np.ndarray:
+    """Luma (ITU-R 601) replicated to 3 channels (color_force_grayscale)."""
+    return cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+def apply_contrast(img: np.ndarray, contrast: float) -> np.ndarray:
+    """Scale pixel values by `contrast`, clipped to 0..255 and rounded (webui wraps around above 255)."""
+    return np.clip(np.rint(img * float(contrast)), 0, 255).astype(np.uint8)
+
+
+def unsharp_mask(img: np.ndarray, kernel: int, sigma: float, amount: float, threshold: float = 0) -> np.ndarray:
+    """Anti-blur: `(1+amount)*img - amount*gaussian(img)`, clipped and rounded; identity when amount <= 0.
+    Where `|img - blur| < threshold` the original pixel is kept (the references compute that difference
+    with uint8 wrap-around or crash on float input; here it is the true absolute difference)."""
+    if amount <= 0:
+        return img
+    k = int(kernel)
+    blurred = cv2.GaussianBlur(img, (k, k), sigma)
+    sharpened = float(amount + 1) * img - float(amount) * blurred
+    out = np.clip(sharpened, 0, 255).round().astype(np.uint8)
+    if threshold > 0:
+        low_contrast = np.abs(img.astype(np.int16) - blurred) < threshold
+        out[low_contrast] = img[low_contrast]
+    return out
