@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -17,3 +19,10 @@ def test_failed_write_leaves_nothing(tmp_path):
             tmp.write_bytes(b"partial")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_umask_permissions(tmp_path):
+    io.write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
