@@ -1,0 +1,192 @@
+"""Depth stage: a depth model turns an RGB uint8 image into float32 (H, W) depth in the units `motion3d.warp_3d`
+expects (the notebook's raw-depth variant).
+
+Networks predict relative inverse depth (large = near). As the notebook, the prediction at network resolution
+is resized back bicubically and converted with `(50 - d) / 19` (near = small depth). The notebook then blends
+`midas_weight * midas + (1 - midas_weight) * adabins`; AdaBins is not shipped here, so its place is taken by
+a flat plane at depth 1 (the flat model's depth): weight 1 = the network's depth, 0 = flat, negative = relief
+inverted. Depth-Anything predicts the same kind of quantity and gets the same conversion.
+
+Weights are only read from local folders or the local Hugging Face cache (`local_files_only`), never
+downloaded. A network is loaded once per process and device and shared by every job (lock-protected cache).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+ALGORITHMS = ("flat", "midas-3-hybrid", "midas-3-large", "depth-anything", "tiny")
+
+
+class DepthModel(Protocol):
+    def predict(self, img: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> float32 (H, W) depth."""
+
+
+class FlatDepth:
+    """`use_depth_warping: false`: every pixel at depth 1 (what `warp_3d(depth=None)` assumes)."""
+
+    def predict(self, img: np.ndarray) -> np.ndarray:
+        return np.ones(img.shape[:2], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image is fed to a network: resized to `size` (square, or keeping the aspect ratio with the side
+    closest to `size`, each side a multiple of `multiple_of`), bicubic, then normalised per channel."""
+    size: int
+    multiple_of: int
+    keep_aspect: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def net_size(self, height: int, width: int) -> tuple[int, int]:
+        if not self.keep_aspect:
+            return self.size, self.size
+        scale_h, scale_w = self.size / height, self.size / width
+        scale = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h  # scale as little as possible
+        return self._multiple(scale * height), self._multiple(scale * width)
+
+    def _multiple(self, value: float) -> int:
+        return max(self.multiple_of, round(value / self.multiple_of) * self.multiple_of)
+
+
+def midas_preprocess(size: int) -> Preprocess:
+    # transformers' DPT reassembles its tokens into a square grid, so DPT input must be square (the notebook's
+    # own MiDaS kept the aspect ratio; transformers' DPT image processor does not).
+    return Preprocess(size, 32, False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+DEPTH_ANYTHING_PREPROCESS = Preprocess(518, 14, True, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+class NetworkDepth:
+    """A transformers depth-estimation network (`predicted_depth` output) with the Deforum conversion."""
+
+    def __init__(self, net: torch.nn.Module, preprocess: Preprocess, device: torch.device,
+                 midas_weight: float = 1.0):
+        self.net, self.preprocess, self.device, self.midas_weight = net, preprocess, device, float(midas_weight)
+
+    def predict(self, img: np.ndarray) -> np.ndarray:
+        height, width = img.shape[:2]
+        net_h, net_w = self.preprocess.net_size(height, width)
+        x = cv2.resize(img.astype(np.float32) / 255.0, (net_w, net_h), interpolation=cv2.INTER_CUBIC)
+        x = (x - np.float32(self.preprocess.mean)) / np.float32(self.preprocess.std)
+        pixels = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(self.device)
+        with torch.inference_mode():
+            raw = self.net(pixel_values=pixels).predicted_depth
+            raw = torch.nn.functional.interpolate(raw[:, None].float(), size=(height, width), mode="bicubic",
+                                                  align_corners=False)[0, 0]
+        depth = (50.0 - raw.cpu().numpy()) / 19.0
+        if self.midas_weight != 1.0:
+            depth = depth * self.midas_weight + (1.0 - self.midas_weight)
+        return depth.astype(np.float32)
+
+
+def tiny_network() -> torch.nn.Module:
+    """A 140k-parameter randomly initialised DPT (MiDaS architecture), identical on every call: for tests and
+    dry runs. The init range is chosen so its output spans ~0..15 like MiDaS', giving non-trivial depth."""
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, use_auxiliary_head=False,
+                       initializer_range=0.15)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        torch.manual_seed(0)
+        return DPTForDepthEstimation(config).eval()
+
+
+# algorithm -> (Hugging Face repo to download, what it is called, accepted config model_type)
+_HUB = {
+    "midas-3-hybrid": ("Intel/dpt-hybrid-midas", "MiDaS", "dpt"),
+    "midas-3-large": ("Intel/dpt-large", "MiDaS", "dpt"),
+    "depth-anything": ("depth-anything/Depth-Anything-V2-Small-hf", "Depth-Anything", "depth_anything"),
+}
+
+
+def _load_pretrained(algorithm: str, model_path: str) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForDepthEstimation
+
+    hub_id, label, model_type = _HUB[algorithm]
+    if model_path:
+        source = model_path
+        missing = (f"depth_model_path: no {label} weights at {model_path}; "
+                   f"download {hub_id} and put the folder there")
+        if not (Path(model_path) / "config.json").is_file():
+            raise ConfigError(missing)
+    else:
+        source = hub_id
+        missing = (f"depth_model_path: {hub_id} is not in the local Hugging Face cache; download it "
+                   f"(hf download {hub_id}) or set depth_model_path to a folder holding it")
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
+        if config.model_type != model_type:
+            raise ConfigError(f"depth_model_path: {source} holds a {config.model_type!r} model, "
+                              f"not {label} (expected {hub_id})")
+        net, info = AutoModelForDepthEstimation.from_pretrained(source, local_files_only=True,
+                                                                output_loading_info=True)
+    except OSError as e:
+        raise ConfigError(missing) from e
+    if info["missing_keys"]:
+        raise ConfigError(f"depth_model_path: {source} lacks {len(info['missing_keys'])} weights of a {label} "
+                          f"model (e.g. {sorted(info['missing_keys'])[0]}); download {hub_id} again")
+    return net.eval()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+_networks: dict[tuple[str, str, str], tuple[torch.nn.Module, Preprocess]] = {}
+_networks_lock = threading.Lock()
+
+
+def _network(algorithm: str, model_path: str, device: torch.device) -> tuple[torch.nn.Module, Preprocess]:
+    key = (algorithm, model_path, str(device))
+    with _networks_lock:
+        if key not in _networks:
+            if algorithm == "tiny":
+                net, preprocess = tiny_network(), midas_preprocess(64)
+            else:
+                net = _load_pretrained(algorithm, model_path)
+                if algorithm == "depth-anything":
+                    preprocess = DEPTH_ANYTHING_PREPROCESS
+                else:
+                    size = net.config.image_size
+                    preprocess = midas_preprocess(size if isinstance(size, int) else size[0])
+            _networks[key] = (net.to(device), preprocess)
+        return _networks[key]
+
+
+def load_depth_model(algorithm: str, model_path: str | Path = "", device: str | torch.device | None = "auto",
+                     midas_weight: float = 1.0) -> DepthModel:
+    """The depth model for `depth_algorithm` ('flat' when `use_depth_warping` is false), its weights read from
+    `model_path` ("" = the local Hugging Face cache). Raises ConfigError when the weights are not there."""
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"depth_algorithm: unknown {algorithm!r}; choose one of {', '.join(ALGORITHMS[1:])}")
+    if algorithm == "flat":
+        return FlatDepth()
+    device = resolve_device(device)
+    net, preprocess = _network(algorithm, str(model_path) if model_path else "", device)
+    return NetworkDepth(net, preprocess, device, midas_weight)
+
+
+def depth_to_png(depth: np.ndarray) -> np.ndarray:
+    """Depth as a greyscale image (3 equal channels, near = dark) for `save_depth_maps`: min..max -> 0..255,
+    truncated as the notebook. The range is this map's own, so a frame's image does not depend on which
+    frames were rendered before it (the references keep a running min/max over the run)."""
+    depth = np.asarray(depth, dtype=np.float64)
+    lo, hi = float(depth.min()), float(depth.max())
+    grey = ((depth - lo) / max(1e-8, hi - lo) * 255).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)

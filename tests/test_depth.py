@@ -1,0 +1,176 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from deforum_steps import depth as depth_mod
+from deforum_steps.config import ConfigError
+from deforum_steps.depth import (DEPTH_ANYTHING_PREPROCESS, FlatDepth, NetworkDepth, depth_to_png,
+                                 load_depth_model, midas_preprocess)
+from deforum_steps.motion3d import warp_3d
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def image(conformance):
+    return np.load(conformance / "inputs" / "test_image_64x64.npy")
+
+
+def test_flat_is_all_ones(image):
+    for model in (FlatDepth(), load_depth_model("flat", "", "cpu")):
+        d = model.predict(image[:, :48])
+        assert d.dtype == np.float32 and d.shape == (64, 48) and np.all(d == 1.0)
+
+
+def test_tiny_is_deterministic_fast_and_image_dependent(image):
+    model = load_depth_model("tiny", "", "cpu")
+    model.predict(image)  # warm-up
+    start = time.perf_counter()
+    d = model.predict(image)
+    assert time.perf_counter() - start < 1.0
+    assert d.dtype == np.float32 and d.shape == (64, 64) and np.isfinite(d).all()
+    assert d.std() > 1e-3
+    assert not np.allclose(d, model.predict(image[::-1].copy()))
+    # a fresh network (not the cached one) gives the same depth: weights come from a fixed seed
+    fresh = NetworkDepth(depth_mod.tiny_network(), midas_preprocess(64), torch.device("cpu"))
+    assert np.array_equal(fresh.predict(image), d)
+
+
+def test_tiny_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    depth_mod.tiny_network()
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_network_loaded_once_per_process_and_shared_by_threads(image):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(load_depth_model("tiny", "", "cpu")))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(m.net) for m in results}) == 1
+    assert load_depth_model("tiny", "", "cpu").net is results[0].net
+
+
+class _Constant(torch.nn.Module):
+    """Stands in for a network: predicts the same raw MiDaS value everywhere, records the input it got."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value, self.seen = value, None
+
+    def forward(self, pixel_values):
+        self.seen = pixel_values
+        n, _, h, w = pixel_values.shape
+        return type("Out", (), {"predicted_depth": torch.full((n, h // 2, w // 2), self.value)})
+
+
+def test_conversion_and_midas_weight(image):
+    """Deforum conversion (50 - d) / 19 at full resolution; midas_weight blends with a flat plane at 1."""
+    net = _Constant(12.0)
+    d = NetworkDepth(net, midas_preprocess(32), torch.device("cpu")).predict(image[:, :40])
+    assert d.shape == (64, 40) and np.allclose(d, 2.0)
+    assert tuple(net.seen.shape) == (1, 3, 32, 32)
+    NetworkDepth(net, midas_preprocess(32), torch.device("cpu")).predict(np.full((8, 8, 3), 51, np.uint8))
+    assert torch.allclose(net.seen, torch.tensor(-0.6))  # RGB / 255, mean 0.5, std 0.5
+    for weight, expected in ((0.3, 0.3 * 2 + 0.7), (0.0, 1.0), (-1.0, 0.0)):
+        d = NetworkDepth(_Constant(12.0), midas_preprocess(32), torch.device("cpu"), weight).predict(image)
+        assert np.allclose(d, expected)
+
+
+def test_network_input_sizes():
+    assert midas_preprocess(384).net_size(512, 768) == (384, 384)
+    # Depth-Anything keeps the aspect ratio, scaling as little as possible, sides multiples of 14
+    assert DEPTH_ANYTHING_PREPROCESS.net_size(512, 768) == (518, 784)
+    assert DEPTH_ANYTHING_PREPROCESS.net_size(768, 512) == (784, 518)
+    assert DEPTH_ANYTHING_PREPROCESS.net_size(64, 96) == (350, 518)
+    h, w = DEPTH_ANYTHING_PREPROCESS.net_size(1080, 1920)
+    assert h % 14 == 0 and w % 14 == 0 and abs(w / h - 1920 / 1080) < 0.02
+
+
+def _tiny_hybrid_midas():
+    from transformers import DPTConfig, DPTForDepthEstimation
+    config = DPTConfig(
+        is_hybrid=True, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+        image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 32, 32],
+        fusion_hidden_size=16, use_auxiliary_head=False, backbone_featmap_shape=[1, 64, 4, 4],
+        backbone_config=dict(model_type="bit", global_padding="same", layer_type="bottleneck", depths=[1, 1, 1],
+                             hidden_sizes=[16, 32, 64], embedding_size=16, num_groups=4,
+                             out_features=["stage1", "stage2", "stage3"], embedding_dynamic_padding=True))
+    torch.manual_seed(1)
+    return DPTForDepthEstimation(config).eval()
+
+
+def _tiny_depth_anything():
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
+    config = DepthAnythingConfig(
+        backbone_config=dict(model_type="dinov2", hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                             intermediate_size=64, image_size=56, patch_size=14, out_indices=[1, 2, 3, 4],
+                             reshape_hidden_states=False),
+        reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8,
+        patch_size=14)
+    torch.manual_seed(2)
+    return DepthAnythingForDepthEstimation(config).eval()
+
+
+def test_hybrid_midas_folder_loads_through_the_real_path(tmp_path, image):
+    """A DPT-hybrid (BiT backbone, no timm) saved with save_pretrained loads with local_files_only."""
+    net = _tiny_hybrid_midas()
+    net.save_pretrained(tmp_path / "midas")
+    model = load_depth_model("midas-3-hybrid", tmp_path / "midas", "cpu", midas_weight=1.0)
+    expected = NetworkDepth(net, midas_preprocess(64), torch.device("cpu")).predict(image[:, :40])
+    assert np.array_equal(model.predict(image[:, :40]), expected)
+    assert load_depth_model("midas-3-hybrid", str(tmp_path / "midas"), "cpu").net is model.net
+
+
+def test_depth_anything_folder_loads_and_keeps_aspect(tmp_path, monkeypatch, image):
+    monkeypatch.setattr(depth_mod, "DEPTH_ANYTHING_PREPROCESS", depth_mod.Preprocess(56, 14, True, (0.5,) * 3,
+                                                                                    (0.5,) * 3))
+    _tiny_depth_anything().save_pretrained(tmp_path / "da")
+    d = load_depth_model("depth-anything", tmp_path / "da", "cpu").predict(image[:, :40])
+    assert d.shape == (64, 40) and d.dtype == np.float32 and np.isfinite(d).all()
+
+
+def test_missing_or_wrong_weights_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"^depth_model_path: no MiDaS weights at .*nowhere; download "
+                                          r"Intel/dpt-hybrid-midas and put the folder there$"):
+        load_depth_model("midas-3-hybrid", tmp_path / "nowhere", "cpu")
+    with pytest.raises(ConfigError, match="Depth-Anything"):
+        load_depth_model("depth-anything", tmp_path, "cpu")
+    _tiny_depth_anything().save_pretrained(tmp_path / "da")
+    with pytest.raises(ConfigError, match="'depth_anything' model, not MiDaS"):
+        load_depth_model("midas-3-large", tmp_path / "da", "cpu")
+    (tmp_path / "da" / "model.safetensors").unlink()  # config without weights
+    with pytest.raises(ConfigError, match="no Depth-Anything weights"):
+        load_depth_model("depth-anything", tmp_path / "da", "cpu")
+    with pytest.raises(ConfigError, match="^depth_algorithm: "):
+        load_depth_model("adabins", "", "cpu")
+
+
+def test_not_in_hf_cache_is_a_config_error():
+    from huggingface_hub import try_to_load_from_cache
+    if isinstance(try_to_load_from_cache("Intel/dpt-large", "config.json"), str):
+        pytest.skip("Intel/dpt-large is in the local Hugging Face cache")
+    with pytest.raises(ConfigError, match="Intel/dpt-large is not in the local Hugging Face cache"):
+        load_depth_model("midas-3-large", "", "cpu")
+
+
+def test_depth_to_png():
+    depth = np.array([[1.0, 2.0], [3.0, 5.0]], np.float32)
+    png = depth_to_png(depth)
+    assert png.dtype == np.uint8 and png.shape == (2, 2, 3)
+    assert np.array_equal(png[..., 0], [[0, 63], [127, 255]])  # near dark, truncated
+    assert np.array_equal(png[..., 0], png[..., 2])
+    assert not depth_to_png(np.full((3, 3), 2.0, np.float32)).any()
+
+
+def test_tiny_depth_drives_warp_3d(image):
+    d = load_depth_model("tiny", "", "cpu").predict(image)
+    out = warp_3d(image, d, translation_x=3, translation_y=0, translation_z=10, rotation_3d_x=0,
+                  rotation_3d_y=1, rotation_3d_z=0, fov=40, near=200, far=10000)
+    assert out.shape == image.shape and not np.array_equal(out, image)
