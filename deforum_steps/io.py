@@ -38,11 +38,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3)."""
+def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3), resized to `size` = (W, H) when given and different."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FileNotFoundError(f"cannot read image {path}")
+    if size is not None and (bgr.shape[1], bgr.shape[0]) != tuple(size):
+        bgr = cv2.resize(bgr, tuple(size), interpolation=cv2.INTER_LANCZOS4)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -26,3 +26,11 @@ def test_written_files_get_umask_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_read_image_resizes_only_when_asked(tmp_path):
+    rgb = np.full((8, 12, 3), 200, dtype=np.uint8)
+    io.write_image(tmp_path / "a.png", rgb)
+    assert io.read_image(tmp_path / "a.png", size=(12, 8)).shape == (8, 12, 3)
+    assert io.read_image(tmp_path / "a.png", size=(6, 4)).shape == (4, 6, 3)
+    assert (io.read_image(tmp_path / "a.png", size=(6, 4)) == 200).all()

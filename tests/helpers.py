@@ -1,0 +1,86 @@
+"""Run the workflow as a user would: the venv's snakemake on the repo's Snakefile (its workflow profile
+included), in a temporary working directory that receives .snakemake/ and the output folder."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+SCHEMA = REPO / "config" / "schema.yaml"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+# Small and fast: a few frames at the smallest size, fixed seed; OUT = output/test.
+SMALL_CONFIG: dict[str, Any] = {
+    "max_frames": 6,
+    "W": 64,
+    "H": 64,
+    "seed": 42,
+    "batch_name": "test",
+    "animation_prompts": {0: "a red apple", 3: "a yellow banana"},
+}
+
+
+def write_config(workdir: Path, name: str = "render.yaml", **overrides: Any) -> Path:
+    """SMALL_CONFIG with `overrides`, written to workdir/name."""
+    path = Path(workdir) / name
+    path.write_text(yaml.safe_dump({**SMALL_CONFIG, **overrides}, sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir: Path, *args: str, configfile: str | None = "render.yaml", check: bool = False,
+                  timeout: float = 600) -> subprocess.CompletedProcess:
+    """`snakemake -s Snakefile --configfile workdir/configfile ARGS` in workdir, output captured as text.
+
+    check=True fails the test with Snakemake's output when the exit status is not 0.
+    """
+    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), *args]
+    if configfile is not None:  # last: --configfile takes several values and would swallow a target
+        cmd += ["--configfile", str(Path(workdir) / configfile)]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} exited {proc.returncode}:\n{output(proc)[-4000:]}")
+    return proc
+
+
+def output(proc: subprocess.CompletedProcess) -> str:
+    """Everything Snakemake printed (its log goes to stderr)."""
+    return (proc.stdout or "") + (proc.stderr or "")
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """{rule: job count} from the first "Job stats" table of a (dry) run; {} when nothing is to be done."""
+    text = output(proc)
+    if "Nothing to be done" in text:
+        return {}
+    match = re.search(r"^Job stats:\n.*\n-+\s+-+\n((?:\S+\s+\d+\n)+)", text, re.MULTILINE)
+    if match is None:
+        raise AssertionError(f"no job stats in snakemake output:\n{text[-4000:]}")
+    counts = dict(line.split() for line in match.group(1).splitlines())
+    counts.pop("total", None)
+    return {rule: int(n) for rule, n in counts.items()}
+
+
+def rerun_reasons(proc: subprocess.CompletedProcess) -> dict[str, set[str]]:
+    """{reason: rules} from the "Reasons:" summary of a dry run, e.g. {"params have changed ...": {"schedules"}}."""
+    match = re.search(r"^Reasons:\n((?:    .*\n)+)", output(proc), re.MULTILINE)
+    reasons: dict[str, set[str]] = {}
+    if match:
+        for line in match.group(1).splitlines():
+            if line.startswith("        "):
+                reasons[reason].update(r.strip() for r in line.split(","))
+            elif line.rstrip().endswith(":"):
+                reason = line.strip().rstrip(":")
+                reasons[reason] = set()
+    return reasons
+
+
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    """The last non-empty line of stderr: where the workflow's one-line errors end up."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

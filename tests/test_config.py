@@ -1,0 +1,188 @@
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from deforum_steps.config import (
+    ConfigError,
+    OutputBusy,
+    load_config,
+    load_schema,
+    lock_output,
+    output_dir,
+    record_seed,
+    resolve_seed,
+)
+from deforum_steps.schedules import build_table
+from helpers import REPO, SCHEMA
+
+
+def load(**raw):
+    return load_config(raw, SCHEMA)
+
+
+def error_of(**raw) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(**raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def documented_keys() -> set[str]:
+    """Backticked keys of the second column of docs/config-keys.md (`_phi` abbreviates `perspective_flip_phi`)."""
+    keys = set()
+    for line in (REPO / "docs" / "config-keys.md").read_text().splitlines():
+        cells = line.split("|")
+        if len(cells) < 4 or not cells[2].strip().startswith("`"):
+            continue
+        names = re.findall(r"`([^`]+)`", cells[2])
+        for name in names:
+            keys.add(names[0].rsplit("_", 1)[0] + name if name.startswith("_") else name)
+    return keys
+
+
+def test_schema_has_a_default_for_every_documented_key():
+    props = load_schema(SCHEMA)["properties"]
+    documented = documented_keys()
+    assert len(documented) > 100
+    assert documented == set(props)
+    assert [k for k, spec in props.items() if "default" not in spec] == []
+
+
+def test_defaults_alone_are_a_valid_config():
+    cfg = load()
+    assert list(cfg) == list(load_schema(SCHEMA)["properties"])
+    assert cfg["animation_mode"] == "2D" and cfg["max_frames"] == 48 and cfg["diffusion_cadence"] == 1
+    assert cfg["seed"] == -1 and cfg["color_coherence"] == "Match Frame 0 LAB"
+    assert output_dir(cfg) == output_dir({"output_path": "output", "batch_name": "deforum"})
+
+
+def test_default_render_config(capsys):
+    cfg = load_config(yaml.safe_load((REPO / "config" / "render.yaml").read_text()), SCHEMA)
+    assert capsys.readouterr().err == ""
+    assert (cfg["animation_mode"], cfg["max_frames"], cfg["W"], cfg["H"], cfg["model"]) == ("2D", 48, 128, 128,
+                                                                                             "builtin:tiny")
+    assert sorted(cfg["animation_prompts"]) == [0, 24]
+    table = build_table({**cfg, "seed": 1})
+    assert table["zoom"].iloc[0] != 1 and table["angle"].nunique() > 1
+
+
+def test_unknown_key_suggests_the_nearest_name():
+    assert error_of(zoon="0:(1)") == "zoon: unknown key (did you mean 'zoom'?)"
+    assert error_of(diffusion_cadance=2) == "diffusion_cadance: unknown key (did you mean 'diffusion_cadence'?)"
+    assert error_of(totally_unrelated=1) == "totally_unrelated: unknown key"
+
+
+def test_wrong_type():
+    assert error_of(max_frames="abc") == "max_frames: 'abc' is not an integer"
+    assert error_of(use_init="maybe") == "use_init: 'maybe' is not true or false"
+    assert error_of(zoom=True) == "zoom: True is not a schedule (text or number)"
+    assert error_of(neg_prompts={0: ["x"]}) == "neg_prompts[0]: ['x'] is not a string"
+
+
+def test_out_of_range():
+    assert error_of(diffusion_cadence=9) == "diffusion_cadence: 9 is greater than the maximum of 8"
+    assert error_of(strength=-0.1) == "strength: -0.1 is less than the minimum of 0"
+    assert error_of(W=32) == "W: 32 is less than the minimum of 64"
+    assert error_of(fps=0) == "fps: 0 must be greater than 0"
+    assert error_of(animation_prompts={}) == "animation_prompts: must not be empty"
+
+
+def test_bad_enum_suggests_the_nearest_value():
+    assert error_of(sampler="eular") == (
+        "sampler: 'eular' is not one of 'klms', 'dpm2', 'dpm2_ancestral', 'heun', 'euler', 'euler_ancestral', "
+        "'plms', 'ddim', 'dpmpp_2m' (did you mean 'euler'?)")
+    assert error_of(animation_mode="4D").startswith("animation_mode: '4D' is not one of 'None', '2D', '3D'")
+
+
+def test_enum_case_and_aliases():
+    cfg = load(color_coherence="lab", animation_mode="video input", border="Wrap")
+    assert (cfg["color_coherence"], cfg["animation_mode"], cfg["border"]) == ("Match Frame 0 LAB", "Video Input",
+                                                                              "wrap")
+
+
+def test_first_bad_key_in_schema_order_is_reported():
+    assert error_of(crf=99, diffusion_cadence=0).startswith("diffusion_cadence:")
+
+
+def test_bad_schedule_names_key_text_and_frame():
+    cfg = load(zoom="0:(1), 5:(t**-1)", seed=1)
+    with pytest.raises(ConfigError, match=r"^zoom: .*t\*\*-1.* at frame 5 in '0:\(1\), 5:\(t\*\*-1\)'$"):
+        build_table(cfg)
+
+
+def test_width_and_height_round_down_to_multiples_of_64_with_a_warning(capsys):
+    cfg = load(W=130, H=200)
+    assert (cfg["W"], cfg["H"]) == (128, 192)
+    assert capsys.readouterr().err.splitlines() == [
+        "config warning: W: 130 rounded down to 128 (a multiple of 64)",
+        "config warning: H: 200 rounded down to 192 (a multiple of 64)",
+    ]
+
+
+def test_command_line_strings_are_coerced_to_the_schema_types():
+    # what `snakemake --config k=v` hands over: int/float when they parse, otherwise text
+    cfg = load(max_frames="12", use_init="true", make_gif="False", strength="0.5", fps=24, batch_name=2024,
+               resume_timestring=20220829210106, diffusion_cadence="2", animation_prompts={"0": "a", "12": "b"},
+               neg_prompts=None, video_init_path=None, prompts="one prompt")
+    assert cfg["max_frames"] == 12 and cfg["use_init"] is True and cfg["make_gif"] is False
+    assert cfg["strength"] == 0.5 and cfg["fps"] == 24 and cfg["diffusion_cadence"] == 2
+    assert cfg["batch_name"] == "2024" and cfg["resume_timestring"] == "20220829210106"
+    assert cfg["animation_prompts"] == {0: "a", 12: "b"} and cfg["neg_prompts"] == {}
+    assert cfg["video_init_path"] == "" and cfg["prompts"] == ["one prompt"]
+
+
+def test_constant_schedules_become_keyframe_strings():
+    cfg = load(zoom=1.02, angle="3", translation_x=0, cfg_scale_schedule="")
+    assert (cfg["zoom"], cfg["angle"], cfg["translation_x"]) == ("0:(1.02)", "0:(3)", "0:(0)")
+    assert cfg["cfg_scale_schedule"] == ""
+
+
+def test_loaded_config_is_a_fixed_point():
+    cfg = load(zoom=1.02, color_coherence="HSV", W=100, animation_prompts={"0": "a"})
+    assert load(**cfg) == cfg
+
+
+def test_random_seed_is_read_back_from_the_output_folder(tmp_path):
+    cfg = load(output_path=str(tmp_path), batch_name="b")
+    drawn = resolve_seed(cfg)
+    assert 0 <= drawn < 2**32
+    assert not (tmp_path / "b").exists()  # resolving only reads: a dry run leaves no trace
+    record_seed(cfg, drawn)
+    record_seed(cfg, drawn + 1)  # recorded once: later runs keep the first
+    assert (tmp_path / "b" / "resolved_seed.txt").read_text() == f"{drawn}\n"
+    assert resolve_seed(cfg) == drawn
+    assert resolve_seed({**cfg, "seed": 7}) == 7
+
+
+def test_corrupt_seed_file_is_a_config_error(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "resolved_seed.txt").write_text("banana\n")
+    with pytest.raises(ConfigError, match=r"^seed: .*resolved_seed.txt holds 'banana'"):
+        resolve_seed(load(output_path=str(tmp_path), batch_name="b"))
+
+
+def test_output_lock_is_exclusive_and_dies_with_its_process(tmp_path):
+    cfg = load(output_path=str(tmp_path), batch_name="b")
+    held = lock_output(cfg)
+    with pytest.raises(OutputBusy, match=rf"is being rendered by another run \(pid {os.getpid()}\)"):
+        lock_output(cfg)
+    held.close()
+    lock_output(cfg).close()
+    # a holder killed with SIGKILL leaves no stale lock
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from deforum_steps.config import lock_output; "
+        f"f = lock_output({{'output_path': {str(tmp_path)!r}, 'batch_name': 'b'}}); print('locked', flush=True); "
+        "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputBusy, match=rf"\(pid {child.pid}\)"):
+            lock_output(cfg)
+    finally:
+        child.kill()
+        child.wait()
+    lock_output(cfg).close()

@@ -1,0 +1,118 @@
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from deforum_steps import report
+from deforum_steps.config import load_config
+from deforum_steps.schedules import build_table
+from helpers import (
+    SCHEMA,
+    SMALL_CONFIG,
+    last_line,
+    output,
+    planned_jobs,
+    rerun_reasons,
+    run_snakemake,
+    write_config,
+)
+
+OUT = "output/test"
+# Runs target the schedules rule (not rule all) so that the rendering stages stay out of these tests.
+TARGET = "schedules"
+
+
+@pytest.fixture
+def small_cfg():
+    return load_config({**SMALL_CONFIG, "zoom": "0:(1.0), 4:(1.2)", "seed_behavior": "iter"}, SCHEMA)
+
+
+def test_schedule_csv_has_one_row_per_frame_and_a_column_per_parameter(tmp_path, small_cfg):
+    report.write_schedule_csv(build_table(small_cfg), tmp_path / "s.csv")
+    csv = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert list(csv["frame"]) == [0, 1, 2, 3, 4, 5]
+    assert {"zoom", "angle", "noise", "strength", "prompt", "negative_prompt", "seed", "denoise_steps"} <= set(csv)
+    assert list(csv["zoom"]) == pytest.approx([1.0, 1.05, 1.1, 1.15, 1.2, 1.2])
+    assert list(csv["prompt"]) == ["a red apple"] * 3 + ["a yellow banana"] * 3
+    assert list(csv["seed"]) == [42, 43, 44, 45, 46, 47]
+    assert list(csv["denoise_steps"]) == [20] + [int((1 - 0.65) * 20)] * 5
+
+
+def test_settings_snapshot_reads_back_as_the_same_config(tmp_path, small_cfg):
+    report.write_settings(small_cfg, tmp_path / "settings.yaml")
+    assert load_config(yaml.safe_load((tmp_path / "settings.yaml").read_text()), SCHEMA) == small_cfg
+
+
+def test_schedule_plot_is_a_png(tmp_path, small_cfg):
+    report.plot_schedules(build_table(small_cfg), tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_schedules_rule_end_to_end(tmp_path):
+    write_config(tmp_path, seed=-1, zoom="0:(1.0)")
+    first = run_snakemake(tmp_path, TARGET, "--config", "max_frames=5", check=True)
+    assert planned_jobs(first) == {"schedules": 1}
+    out = tmp_path / OUT
+    seed = int((out / "resolved_seed.txt").read_text())
+    settings = yaml.safe_load((out / "settings.yaml").read_text())
+    assert settings["seed"] == seed and settings["max_frames"] == 5
+    csv = pd.read_csv(out / "schedules.csv")
+    assert len(csv) == 5 and csv["seed"].iloc[0] == seed
+    assert (out / "schedules.png").stat().st_size > 0
+
+    # unchanged config (and the recorded random seed): nothing to do
+    assert planned_jobs(run_snakemake(tmp_path, TARGET, "-n", "--config", "max_frames=5", check=True)) == {}
+
+    # an edited schedule reruns the schedules job, for its params
+    write_config(tmp_path, seed=-1, zoom="0:(1.0), 2:(1.1)")
+    dry = run_snakemake(tmp_path, TARGET, "-n", "--config", "max_frames=5", check=True)
+    assert planned_jobs(dry) == {"schedules": 1}
+    assert rerun_reasons(dry)["params have changed since last execution"] == {"schedules"}
+    run_snakemake(tmp_path, TARGET, "--config", "max_frames=5", check=True)
+    assert list(pd.read_csv(out / "schedules.csv")["zoom"]) == pytest.approx([1.0, 1.05, 1.1, 1.1, 1.1])
+    assert int((out / "resolved_seed.txt").read_text()) == seed
+
+
+def test_default_target_includes_the_schedule_records(tmp_path):
+    write_config(tmp_path)
+    assert {"schedules", "all"} <= set(planned_jobs(run_snakemake(tmp_path, "-n", check=True)))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("diffusion_cadence=9", "config error: diffusion_cadence: 9 is greater than the maximum of 8"),
+    ("zoom=0:(1), 3:(t**-1)", "config error: zoom: cannot evaluate 't**-1': Integers to negative integer powers "
+                              "are not allowed. at frame 3 in '0:(1), 3:(t**-1)'"),
+])
+def test_bad_config_is_one_line_and_writes_nothing(tmp_path, override, message):
+    write_config(tmp_path, seed=-1)
+    proc = run_snakemake(tmp_path, TARGET, "--config", override)
+    assert proc.returncode != 0
+    assert last_line(proc) == message
+    assert "Traceback" not in output(proc)
+    assert not (tmp_path / "output").exists()
+
+
+def test_second_run_on_a_locked_output_folder_is_refused(tmp_path):
+    write_config(tmp_path, save_settings=False)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from deforum_steps.config import lock_output; "
+        f"f = lock_output({{'output_path': {str(tmp_path / 'output')!r}, 'batch_name': 'test'}}); "
+        "print('locked', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        refused = run_snakemake(tmp_path, TARGET)
+        assert refused.returncode != 0
+        assert last_line(refused) == (f"error: {OUT} is being rendered by another run (pid {holder.pid}); "
+                                      "wait for it to finish or choose another batch_name")
+        assert "Traceback" not in output(refused)
+        assert not (tmp_path / OUT / "schedules.csv").exists()
+        # a dry run takes no lock
+        assert planned_jobs(run_snakemake(tmp_path, TARGET, "-n", check=True)) == {"schedules": 1}
+    finally:
+        holder.kill()  # SIGKILL: the lock must not outlive its holder
+        holder.wait()
+    run_snakemake(tmp_path, TARGET, check=True)
+    assert (tmp_path / OUT / "schedules.csv").exists()
+    assert not (tmp_path / OUT / "settings.yaml").exists()  # save_settings: false
