@@ -21,6 +21,8 @@ except ConfigError as e:
 
 include: "rules/common.smk"
 include: "rules/schedules.smk"
+include: "rules/video.smk"
+include: "rules/animation.smk"
 
 
 onstart:

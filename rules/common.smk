@@ -23,11 +23,15 @@ def all_targets():
     return [*schedule_outputs().values(), *MODE_TARGETS[config["animation_mode"]]]
 
 
+# Rows as plain Python values, converted once: thousands of per-frame jobs read them while the DAG is built.
+_ROWS = SCHEDULES.to_dict("records")
+
+
 def frame_params(frame):
     """Frame `frame`'s schedule row as one plain dict, meant as a per-frame rule's params: a job then
     reruns when its own row changes and only then. Don't make per-frame jobs depend on schedules.csv,
     which is rewritten whenever any setting changes."""
-    return {k: v.item() if hasattr(v, "item") else v for k, v in SCHEDULES.loc[int(frame)].items()}
+    return _ROWS[int(frame)]
 
 
 _run_lock = None
