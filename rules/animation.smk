@@ -1,35 +1,67 @@
-"""2D/3D animation: one job per frame. Frame i is frame i-1 warped by row i's motion, conditioned (colour,
-contrast, anti-blur, noise), encoded to an init latent (kept in latents/) and re-diffused. Each job's params
-are its own schedule row plus the settings that change a frame, so an edit at frame k reruns k.. only."""
-from deforum_steps.frames import FIRST_FRAME_SETTINGS, frame_settings
+"""2D/3D animation. With diffusion_cadence c, frames 0, c, 2c, ... are diffused: rule first_frame (frame 0) and
+rule frame (d >= c: diffusion d - c warped through the keys of frames d-c+1..d (cadence.init_plan), conditioned
+(colour, contrast, anti-blur, noise), encoded to an init latent kept in latents/, re-diffused). With c = 1 the
+diffusion is the frame (frames/); with c > 1 diffusions go to diffused/ and rule blend makes every frame
+< max_frames from the one or two diffusions cadence.tween_plan names, each warped forward, cross-faded.
+3D warps read depth maps from rules/depth.smk. Each job's params are its own row, the motion keys of the
+frames its warps apply and the settings that change it, so an edit at frame k reruns from k on only."""
+from deforum_steps.cadence import init_plan, tween_plan
+from deforum_steps.frames import (FIRST_FRAME_SETTINGS, WARP_SETTINGS, depth_frames, frame_settings,
+                                  motion_row)
 
+ANIMATED = config["animation_mode"] in ("2D", "3D")
+CADENCE = config["diffusion_cadence"] if ANIMATED else 1
+N_FRAMES = config["max_frames"]
 FRAMES = f"{OUT}/frames"
-FRAME_PNG = FRAMES + "/{i}.png"
+DIFFUSED = FRAMES if CADENCE == 1 else f"{OUT}/diffused"
 SETTINGS = frame_settings(config)
+# 3D warps read depth maps; 2D ones, and 3D without use_depth_warping (a flat scene), none.
+USE_DEPTH = config["animation_mode"] == "3D" and config["use_depth_warping"]
 
 
 def frame_path(i):
     return f"{FRAMES}/{int(i):05d}.png"
 
 
+def diffused_path(d):
+    return f"{DIFFUSED}/{int(d):05d}.png"
+
+
+def depth_path(s):
+    return f"{OUT}/depth/{int(s):05d}.npy"
+
+
+def depth_inputs(*sources):
+    """The depth map files the warps of these plan sources read."""
+    return [depth_path(s) for s in depth_frames(*sources)] if USE_DEPTH else []
+
+
+def motion_rows(*sources):
+    """{frame: its motion keys} for every warp of these plan sources: a warp job's share of the schedule."""
+    return {t: motion_row(frame_params(t), config["animation_mode"]) for src in sources if src for t in src["warps"]}
+
+
 def colour_reference():
-    """The image every frame's colours are matched to: frame 0, or the configured image."""
+    """The image every diffusion's colours are matched to: frame 0 (= diffusion 0), or the configured image."""
     if config["color_coherence"] == "None":
         return []
     if config["color_coherence"] == "Image":
         return [config["color_coherence_image_path"]]
-    return [frame_path(0)]
+    return [diffused_path(0)]
 
 
 def first_frame_inputs(wildcards):
     return [config["init_image"]] if config["use_init"] else []
 
 
+include: "depth.smk"
+
+
 rule first_frame:
     input:
         init=first_frame_inputs,
     output:
-        image=frame_path(0),
+        image=diffused_path(0),
     params:
         frame={"row": frame_params(0), "settings": SETTINGS, "first": frame_settings(config, FIRST_FRAME_SETTINGS)},
     run:
@@ -46,23 +78,41 @@ rule first_frame:
         io.write_image(output.image, image)
 
 
+# One input and one params function per rule: Snakemake inspects a function's signature at every call,
+# thousands of times while it plans a long render.
+def diffusion_inputs(wildcards):
+    plan = init_plan(int(wildcards.i), CADENCE)
+    return {"previous": diffused_path(plan["diffused_at"]), "depth": depth_inputs(plan),
+            "reference": colour_reference()}
+
+
+def diffusion_params(wildcards):
+    d = int(wildcards.i)
+    plan = init_plan(d, CADENCE)
+    return {"row": frame_params(d), "init": plan, "motion": motion_rows(plan), "settings": SETTINGS}
+
+
+# A diffusion d >= c (frames/ when c = 1, else diffused/).
 rule frame:
     input:
-        previous=lambda wc: frame_path(int(wc.i) - 1),
-        reference=colour_reference(),
+        unpack(diffusion_inputs),
     output:
         latent=f"{OUT}/latents/{{i}}.safetensors",
-        image=FRAME_PNG,
+        image=DIFFUSED + "/{i}.png",
     wildcard_constraints:
         i=r"(?!00000)\d{5}",
     params:
-        frame=lambda wc: {"row": frame_params(wc.i), "settings": SETTINGS},
+        frame=diffusion_params,
     run:
+        import numpy as np
+
         from deforum_steps import diffusion, frames, io
 
-        row, settings = params.frame["row"], params.frame["settings"]
+        p = params.frame
+        row, settings = p["row"], p["settings"]
         reference = io.read_image(input.reference[0], size=(settings["W"], settings["H"])) if input.reference else None
-        warped = frames.warp(io.read_image(input.previous), row, settings)
+        depths = dict(zip(frames.depth_frames(p["init"]), map(np.load, input.depth))) if input.depth else None
+        warped = frames.warp_source(io.read_image(input.previous), p["init"], p["motion"], settings, depths)
         init = frames.condition(warped, row, settings, reference)
         init_latent = frames.encode(init, config)
         diffusion.save_latent(output.latent, init_latent)
@@ -70,6 +120,40 @@ rule frame:
         io.write_image(output.image, image)
 
 
-if config["animation_mode"] in ("2D", "3D"):
-    FINAL_FRAMES[config["animation_mode"]] = [frame_path(i) for i in range(config["max_frames"])]
+if CADENCE > 1:
+
+    BLEND_SETTINGS = frame_settings(config, WARP_SETTINGS[config["animation_mode"]])
+
+    def blend_inputs(wildcards):
+        plan = tween_plan(int(wildcards.i), N_FRAMES, CADENCE)
+        sources = [src for src in (plan["prev"], plan["next"]) if src]
+        return {"diffused": [diffused_path(src["diffused_at"]) for src in sources], "depth": depth_inputs(*sources)}
+
+    def blend_params(wildcards):
+        plan = tween_plan(int(wildcards.i), N_FRAMES, CADENCE)
+        return {"plan": plan, "motion": motion_rows(plan["prev"], plan["next"]), "settings": BLEND_SETTINGS}
+
+    # Every output frame: its diffused images (next, and prev unless next has full weight) warped and mixed.
+    rule blend:
+        input:
+            unpack(blend_inputs),
+        output:
+            image=FRAMES + "/{i}.png",
+        params:
+            blend=blend_params,
+        run:
+            import numpy as np
+
+            from deforum_steps import frames, io
+
+            plan = params.blend["plan"]
+            sources = [src for src in (plan["prev"], plan["next"]) if src]
+            diffused = {src["diffused_at"]: io.read_image(path) for src, path in zip(sources, input.diffused)}
+            depths = dict(zip(frames.depth_frames(*sources), map(np.load, input.depth))) if input.depth else None
+            image = frames.tween_frame(diffused, plan, params.blend["motion"], params.blend["settings"], depths)
+            io.write_image(output.image, image)
+
+
+if ANIMATED:
+    FINAL_FRAMES[config["animation_mode"]] = [frame_path(i) for i in range(N_FRAMES)]
     MODE_TARGETS[config["animation_mode"]].extend(video_targets(final_frames()))

@@ -1,7 +1,16 @@
+import json
+
 import numpy as np
+import pytest
 
 from deforum_steps import colour, motion2d, noise
-from deforum_steps.frames import FRAME_SETTINGS, condition, frame_settings, warp
+from deforum_steps.cadence import blend, diffusion_frames, init_plan, tween_plan
+from deforum_steps.config import load_config
+from deforum_steps.frames import (FRAME_SETTINGS, MOTION_KEYS, WARP_SETTINGS, condition, depth_frames_used,
+                                  frame_settings, motion_row, tween_frame, warp, warp_source)
+from deforum_steps.motion3d import warp_3d
+from deforum_steps.schedules import build_table
+from helpers import SCHEMA
 
 ROW = {"angle": 3.0, "zoom": 1.02, "translation_x": 2.0, "translation_y": -1.0, "transform_center_x": 0.5,
        "transform_center_y": 0.5, "perspective_flip_theta": 0, "perspective_flip_phi": 0,
@@ -40,3 +49,136 @@ def test_conditioning_order_colour_contrast_sharpen_noise():
 def test_frame_settings_pick_only_frame_keys():
     cfg = {key: i for i, key in enumerate(FRAME_SETTINGS)} | {"fps": 12, "crf": 17}
     assert set(frame_settings(cfg)) == set(FRAME_SETTINGS)
+
+
+ROW_3D = {"translation_x": 3.0, "translation_y": -2.0, "translation_z": 12.0, "rotation_3d_x": 1.0,
+          "rotation_3d_y": -2.5, "rotation_3d_z": 4.0, "fov": 55.0, "near": 200.0, "far": 10000.0}
+SETTINGS_3D = {"animation_mode": "3D", "padding_mode": "reflection", "sampling_mode": "bilinear"}
+
+
+def test_warp_applies_the_rows_3d_motion_with_depth_padding_and_sampling():
+    img, depth = _image(), np.linspace(1, 3, 64 * 64, dtype=np.float32).reshape(64, 64)
+    expected = warp_3d(img, depth, **ROW_3D, padding_mode="reflection", sampling_mode="bilinear")
+    assert np.array_equal(warp(img, ROW_3D, SETTINGS_3D, depth), expected)
+    assert not np.array_equal(warp(img, ROW_3D, {**SETTINGS_3D, "padding_mode": "zeros"}, depth), expected)
+
+
+def test_motion_row_holds_every_key_the_warp_reads():
+    """A warp job's params are only these columns of each row: with them alone the warp is unchanged."""
+    full_2d = {**ROW, "zoom": 1.0, "perspective_flip_phi": 10.0, "prompt": "x"}
+    settings = {**SETTINGS, "flip_2d_perspective": True}
+    assert set(motion_row(full_2d, "2D")) == set(MOTION_KEYS["2D"])
+    assert np.array_equal(warp(_image(), motion_row(full_2d, "2D"), settings), warp(_image(), full_2d, settings))
+    full_3d = {**ROW_3D, "angle": 5.0, "prompt": "x"}
+    assert np.array_equal(warp(_image(), motion_row(full_3d, "3D"), SETTINGS_3D),
+                          warp(_image(), full_3d, SETTINGS_3D))
+
+
+def _fake_diffusion_output(base, k):
+    """conformance/README.md: test_image rolled 3k px along x, then 2k px along y; R ^= 17k % 256."""
+    img = np.roll(np.roll(base, 3 * k, axis=1), 2 * k, axis=0)
+    img[..., 0] ^= np.uint8(17 * k % 256)
+    return img
+
+
+@pytest.mark.parametrize("cadence", [2, 4])
+def test_tween_frames_match_the_recorded_2d_cadence_runs(conformance, cadence):
+    """tween_frame over the schedule rows of the recorded run (angle 3, zoom 1.02, translation_x 2, replicate)
+    with fake diffusion outputs = the webui frames exactly; all 10 frames are made, the references write 8."""
+    case = next(c for c in json.loads((conformance / "cadence" / "sim2d_manifest.json").read_text())["cases"]
+                if c["cadence"] == cadence)
+    n = case["max_frames"]
+    cfg = load_config({"animation_mode": "2D", "max_frames": n, "diffusion_cadence": cadence, "seed": 1,
+                       "angle": "0:(3)", "zoom": "0:(1.02)", "translation_x": "0:(2)", "translation_y": "0:(0)",
+                       "border": "replicate"}, SCHEMA)
+    rows = {i: motion_row(row, "2D") for i, row in enumerate(build_table(cfg).to_dict("records"))}
+    base = np.load(conformance / "inputs" / "test_image_64x64.npy")
+    diffused = {d: _fake_diffusion_output(base, d) for d in diffusion_frames(n, cadence)}
+    settings = frame_settings(cfg, WARP_SETTINGS["2D"])
+    frames = np.stack([tween_frame(diffused, tween_plan(i, n, cadence), rows, settings) for i in range(n)])
+    assert np.array_equal(frames[case["written_frames"]], np.load(conformance / case["webui_file"]))
+
+
+class _Recorder(dict):
+    """The depth maps, remembering which ones were read."""
+
+    def __init__(self):
+        super().__init__()
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def _predict(img):
+    """A stand-in depth model: a deterministic function of the image, so depth taken on the wrong image shows."""
+    return (1.0 + img.astype(np.float32).mean(axis=2) / 64.0).astype(np.float32)
+
+
+def _reference_loop(n, c, diffused, rows, settings):
+    """deforum-behaviour.md §6 written out: the turbo prev/next images, depth predicted once per tween step on
+    `next` and used for both warps; the init of each diffusion is the last tween (or, with cadence 1, the
+    previous frame) warped once more with depth predicted on it. Returns (frames written, inits)."""
+    frames, inits = {}, {}
+    prev = nxt = last = None
+    prev_idx = next_idx = 0
+    for frame_idx in range(0, n, c):
+        if c > 1:
+            start = max(0, frame_idx - c)
+            for ti in range(start, frame_idx):
+                tween = (ti - start + 1) / (frame_idx - start)
+                depth = _predict(nxt)
+                if prev is not None and ti > prev_idx:
+                    prev = warp(prev, rows[ti], settings, depth)
+                if ti > next_idx:
+                    nxt = warp(nxt, rows[ti], settings, depth)
+                prev_idx = next_idx = ti
+                frames[ti] = blend(prev, nxt, 1 - tween, tween) if prev is not None and tween < 1 else nxt
+            last = nxt
+        if frame_idx > 0:
+            inits[frame_idx] = warp(last, rows[frame_idx], settings, _predict(last))
+        if c > 1:
+            prev, prev_idx, nxt, next_idx = nxt, next_idx, diffused[frame_idx], frame_idx
+        else:
+            frames[frame_idx] = last = diffused[frame_idx]
+    return frames, inits
+
+
+@pytest.mark.parametrize("cadence", [1, 2, 3, 4])
+def test_3d_cadence_with_per_frame_depth_maps_equals_the_reference_loop(cadence):
+    """Depth map s = depth of diffusion s - s % c warped to frame s, each computed once from the earlier maps;
+    tween frames and inits built from them are the reference loop's, depth subtlety included. Every map the
+    render reads is one depth_frames_used lists, and beyond the reference's frames the tail is made too."""
+    n = 10
+    rng = np.random.default_rng(3)
+    rows = {i: {**ROW_3D, "translation_z": float(rng.uniform(5, 20)), "rotation_3d_y": float(rng.uniform(-3, 3))}
+            for i in range(n)}
+    diffused = {d: _image(d)[:32, :32] for d in diffusion_frames(n, cadence)}
+    depths = _Recorder()
+    for s in range(n):
+        source = tween_plan(s, n, cadence)["next"]
+        depths[s] = _predict(warp_source(diffused[source["diffused_at"]], source, rows, SETTINGS_3D, depths))
+    depths.read.clear()
+    frames = [tween_frame(diffused, tween_plan(i, n, cadence), rows, SETTINGS_3D, depths) for i in range(n)]
+    inits = {d: warp_source(diffused[d - cadence], init_plan(d, cadence), rows, SETTINGS_3D, depths)
+             for d in diffusion_frames(n, cadence)[1:]}
+
+    ref_frames, ref_inits = _reference_loop(n, cadence, diffused, rows, SETTINGS_3D)
+    assert sorted(ref_frames) == list(range(cadence * (-(-n // cadence) - 1) if cadence > 1 else n))
+    for i, frame in ref_frames.items():
+        assert np.array_equal(frames[i], frame), i
+    assert inits.keys() == ref_inits.keys()
+    for d, init in ref_inits.items():
+        assert np.array_equal(init, inits[d]), d
+    assert sorted(depths.read) == depth_frames_used(n, cadence)
+
+
+def test_depth_maps_used():
+    # cadence 1: the warp into frame i reads the depth of frame i - 1
+    assert depth_frames_used(6, 1) == [0, 1, 2, 3, 4]
+    assert depth_frames_used(1, 3) == []
+    # the older image's warp into diffusion frame 8 reads the depth of diffusion 8 itself
+    assert depth_frames_used(9, 4) == list(range(9))
+    assert depth_frames_used(10, 4) == list(range(9))
+    assert depth_frames_used(10, 3) == list(range(10))
