@@ -1,0 +1,405 @@
+"""Stable Diffusion model loading: one pipeline per process, built or loaded lazily on first use.
+
+`model` in the render config picks the source:
+
+* `builtin:tiny`  a small randomly initialised SD-architecture model built offline in about a second (tests, CI);
+* `builtin:toy`   the trained toy model in `<repo>/models/toy/`, loaded like any diffusers folder;
+* a local diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/);
+* a single-file SD 1.x/2.x checkpoint (`.safetensors` / `.ckpt`), with `model_config` a local config folder;
+* a hub id, read from the local Hugging Face cache only.
+
+Nothing is ever downloaded: a missing model is a ConfigError that says what to fetch and where to put it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_DIR = REPO / "models" / "toy"
+
+# The config keys that select the model, with their defaults (config/schema.yaml); also the cache key.
+MODEL_KEYS = {
+    "model": "builtin:tiny",
+    "model_config": "",
+    "check_sha256": False,
+    "model_sha256": "",
+    "map_location": "auto",
+    "dtype": "auto",
+}
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# SD 1.x noise schedule (what the v1 checkpoints ship as scheduler_config.json, minus the class name).
+SD_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "prediction_type": "epsilon",
+}
+
+
+@dataclass(eq=False)
+class Pipeline:
+    """The components of a Stable Diffusion model, on one device in one dtype."""
+
+    unet: Any  # UNet2DConditionModel
+    vae: Any  # AutoencoderKL
+    text_encoder: Any  # CLIPTextModel
+    tokenizer: Any  # CLIPTokenizer
+    scheduler_config: dict
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, int, int, int]:
+        f = self.vae_scale_factor
+        if width % f or height % f:
+            raise ValueError(f"image size {width}x{height} is not a multiple of the VAE factor {f}")
+        return (1, self.unet.config.in_channels, height // f, width // f)
+
+
+# ---- one pipeline per process ---------------------------------------------------------------------
+
+_lock = threading.Lock()
+_loaded: tuple[tuple, Pipeline] | None = None
+
+
+def model_settings(cfg: Mapping) -> dict:
+    return {key: cfg.get(key, default) for key, default in MODEL_KEYS.items()}
+
+
+def get_pipeline(cfg: Mapping) -> Pipeline:
+    """The process-wide pipeline for `cfg`'s model settings, loaded on first use and shared by later jobs."""
+    global _loaded
+    settings = model_settings(cfg)
+    key = tuple(settings.values())
+    with _lock:
+        if _loaded is None or _loaded[0] != key:
+            _loaded = None  # one model per process: drop the previous one before loading the next
+            _loaded = (key, load_pipeline(settings))
+        return _loaded[1]
+
+
+def load_pipeline(cfg: Mapping) -> Pipeline:
+    """Load (uncached) the pipeline that `cfg`'s model settings describe."""
+    s = model_settings(cfg)
+    device = resolve_device(s["map_location"])
+    dtype = resolve_dtype(s["dtype"], device)
+    model = str(s["model"]).strip()
+    path = Path(model).expanduser()
+    if model == "builtin:tiny":
+        _refuse_checksum(s, model)
+        return build_tiny(device, dtype)
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES and not path.is_dir():
+        if not path.is_file():
+            raise ConfigError(
+                f"model: no checkpoint at {path}: download the SD 1.x/2.x {path.suffix} file "
+                f"(e.g. v1-5-pruned-emaonly{path.suffix}) and put it at that path"
+            )
+        if s["check_sha256"]:
+            verify_sha256(path, s["model_sha256"])
+        return load_single_file(path, s["model_config"], device, dtype)
+    _refuse_checksum(s, model)
+    return load_folder(model_folder(model), device, dtype)
+
+
+def model_folder(model: str) -> Path:
+    """The diffusers folder that `model` (builtin:toy, a local folder or a cached hub id) names."""
+    if model == "builtin:toy":
+        if not (TOY_DIR / "model_index.json").is_file():
+            raise ConfigError(
+                f"model: builtin:toy needs the trained toy model as a diffusers folder in {TOY_DIR} "
+                "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); train or copy it there, "
+                "or use model: builtin:tiny"
+            )
+        return TOY_DIR
+    if model.startswith("builtin:"):
+        raise ConfigError(f"model: unknown builtin model {model!r} (builtin:tiny or builtin:toy)")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ConfigError(f"model: {model} is neither a diffusers folder nor a .safetensors/.ckpt checkpoint")
+    if not HUB_ID.fullmatch(model):
+        raise ConfigError(f"model: no such file or folder: {model}")
+    folder = cached_hub_folder(model)
+    if folder is None:
+        raise ConfigError(
+            f"model: {model!r} is not a local file or folder and not in the local Hugging Face cache; download it on "
+            f"a connected machine with `hf download {model}` (into HF_HOME) or set model to a local folder or "
+            ".safetensors/.ckpt file"
+        )
+    return folder
+
+
+def resolve_device(map_location: str) -> torch.device:
+    if map_location == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if map_location == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("map_location: cuda asked for but torch sees no CUDA device (use auto or cpu)")
+    if map_location not in ("cuda", "cpu"):
+        raise ConfigError(f"map_location: {map_location!r} is not one of auto, cuda, cpu")
+    return torch.device(map_location)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"dtype: {name!r} is not one of auto, fp32, fp16, bf16")
+    if name == "fp16" and device.type == "cpu":
+        raise ConfigError("dtype: fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+    return DTYPES[name]
+
+
+# ---- sources --------------------------------------------------------------------------------------
+
+
+def load_folder(folder: str | Path, device: torch.device, dtype: torch.dtype) -> Pipeline:
+    """Load a diffusers-format Stable Diffusion folder (also what builtin:toy and hub ids resolve to)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise ConfigError(f"model: {folder} is not a diffusers folder (no model_index.json)")
+    try:
+        kw = dict(local_files_only=True)
+        # without accelerate, diffusers warns and falls back to random init + load, so ask for that directly
+        low_mem = dict(low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **kw, **low_mem)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, **kw, **low_mem)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, **kw)
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw)
+        scheduler_config = dict(DDIMScheduler.load_config(folder, subfolder="scheduler", **kw))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model: cannot load the diffusers folder {folder}: {_first_line(e)}") from e
+    return _assemble(unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype)
+
+
+def load_single_file(path: Path, model_config: str, device: torch.device, dtype: torch.dtype) -> Pipeline:
+    """Load an SD 1.x/2.x `.safetensors`/`.ckpt` checkpoint. The component configs come from `model_config` (a local
+    diffusers folder) or else from the SD repo matching the checkpoint, found in the local Hugging Face cache."""
+    from diffusers import StableDiffusionPipeline
+
+    if model_config:
+        config = Path(model_config).expanduser()
+        if not config.is_dir():
+            raise ConfigError(f"model_config: {model_config} is not a local diffusers config folder")
+    else:
+        repo = sd_config_repo(path)
+        config = cached_hub_folder(repo)
+        if config is None:
+            raise ConfigError(
+                f"model_config: {path.name} needs the configs of {repo}, not in the local Hugging Face cache; "
+                f"fetch them with `hf download {repo} --exclude '*.safetensors' '*.bin' '*.ckpt'` or set model_config "
+                "to a local folder holding them"
+            )
+    try:
+        sd = StableDiffusionPipeline.from_single_file(
+            str(path), config=str(config), local_files_only=True, torch_dtype=dtype
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        reason = _first_line(e)
+        raise ConfigError(f"model: cannot load the checkpoint {path} with the configs in {config}: {reason}") from e
+    return _assemble(sd.unet, sd.vae, sd.text_encoder, sd.tokenizer, dict(sd.scheduler.config), device, dtype)
+
+
+def sd_config_repo(path: Path) -> str:
+    """The hub repo whose diffusers configs fit the checkpoint (diffusers' own SD version detection). Read here
+    because from_single_file, lacking cached configs, goes online even with local_files_only."""
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_single_file_checkpoint
+
+    try:
+        checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"model: cannot read the checkpoint {path}: {_first_line(e)}") from e
+    return fetch_diffusers_config(checkpoint)["pretrained_model_name_or_path"]
+
+
+def cached_hub_folder(repo_id: str) -> Path | None:
+    """The snapshot folder of `repo_id` in the local Hugging Face cache (None if absent); never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
+        return None
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    if not expected:
+        raise ConfigError("model_sha256: check_sha256 is true but no expected digest is given")
+    digest = file_sha256(path)
+    if digest != expected.strip().lower():
+        raise ConfigError(f"model_sha256: {path} has sha256 {digest}, expected {expected.strip().lower()}")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _refuse_checksum(settings: Mapping, model: str) -> None:
+    if settings["check_sha256"]:
+        raise ConfigError(f"check_sha256: only a .safetensors/.ckpt checkpoint can be checked, model is {model!r}")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _assemble(unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype) -> Pipeline:
+    # torch's own Module.to: diffusers' override warns on every dtype cast, even with no fp32-kept modules
+    unet, vae, text_encoder = (
+        torch.nn.Module.to(m, device=device, dtype=dtype).eval().requires_grad_(False)
+        for m in (unet, vae, text_encoder)
+    )
+    config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}  # drop _class_name etc.
+    return Pipeline(unet, vae, text_encoder, tokenizer, config, device, dtype)
+
+
+# ---- builtin:tiny ---------------------------------------------------------------------------------
+
+# Whole-word BPE merges for common prompt words keep prompts short; anything else falls back to bytes.
+TINY_WORDS = """a an the of and in on with by at to from for is
+beautiful portrait woman man girl boy cat dog bunny bird horse fish dragon robot face eyes hair
+forest tree flower garden lake river sea ocean water mountain sky cloud clouds sun moon star stars night
+day light dark fire city street house castle space planet desert snow rain landscape
+apple banana coconut durian fruit
+red green blue yellow orange purple pink black white gold silver colorful
+painting photo art style oil watercolor digital concept illustration realistic detailed highly
+trending artstation masterpiece cinematic lighting fantasy dream cute tiny anthropomorphic clean
+blur blurry ugly nsfw nude text watermark""".split()
+
+
+def build_tiny(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> Pipeline:
+    """A small SD-architecture pipeline with fixed random weights (same seed → same weights, on any device)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tiny_tokenizer()
+    with torch.random.fork_rng(devices=[]):  # fixed weights without disturbing the caller's RNG
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=tokenizer.model_max_length,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            norm_num_groups=8,
+        )
+        vae = AutoencoderKL(  # four blocks = three 2x downsamples: 8x to 4 latent channels, as in SD
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 32, 32),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=128,
+        )
+    return _assemble(unet, vae, text_encoder, tokenizer, dict(SD_SCHEDULER_CONFIG), torch.device(device), dtype)
+
+
+def build_tiny_tokenizer():
+    """A CLIP-style byte-level BPE tokenizer built in memory: every byte is a token, so any text encodes."""
+    from transformers import CLIPTokenizer
+
+    byte_char = _bytes_to_unicode()
+    chars = list(byte_char.values())
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
+    merges = []
+    for word in TINY_WORDS:
+        symbols = [byte_char[b] for b in word.encode()]
+        symbols[-1] += "</w>"
+        merged = symbols[0]
+        for sym in symbols[1:]:
+            if merged + sym not in vocab:
+                merges.append((merged, sym))
+                vocab[merged + sym] = len(vocab)
+            merged += sym
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte → printable character map."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def save_pipeline(pipe: Pipeline, folder: str | Path) -> None:
+    """Write `pipe` as a diffusers folder that `load_folder` (and StableDiffusionPipeline) can read."""
+    folder = Path(folder)
+    pipe.unet.save_pretrained(folder / "unet")
+    pipe.vae.save_pretrained(folder / "vae")
+    pipe.text_encoder.save_pretrained(folder / "text_encoder")
+    pipe.tokenizer.save_pretrained(folder / "tokenizer")
+    # the config as is: a scheduler's save_pretrained would add its own class defaults (timestep_spacing, ...)
+    (folder / "scheduler").mkdir(exist_ok=True)
+    scheduler = {"_class_name": "PNDMScheduler", **pipe.scheduler_config}
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))

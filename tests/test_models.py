@@ -1,0 +1,188 @@
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from deforum_steps import models
+from deforum_steps.config import ConfigError
+from deforum_steps.diffusion import denoise
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # the tiny model gains nothing from threads, and OpenMP barriers crawl on busy shared cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return models.build_tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tiny, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_diffusers")
+    models.save_pipeline(tiny, folder)
+    return folder
+
+
+def one_line_error(cfg, key):
+    with pytest.raises(ConfigError) as info:
+        models.load_pipeline(cfg)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{key}:"), message
+    return message
+
+
+def small_latent(pipe, seed=3):
+    return denoise(pipe, None, prompt="a cat", steps=3, cfg_scale=7, sampler="euler", seed=seed, width=64, height=64)
+
+
+def test_tiny_is_deterministic_and_quick(tiny):
+    start = time.perf_counter()
+    again = models.build_tiny()
+    print(f"\nbuiltin:tiny build {time.perf_counter() - start:.3f} s (diffusers/transformers already imported)")
+    for a, b in zip(tiny.unet.state_dict().values(), again.unet.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(tiny.text_encoder.state_dict().values(), again.text_encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(tiny.vae.state_dict().values(), again.vae.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_tiny_build_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    models.build_tiny()
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_tiny_has_sd_shape(tiny):
+    assert tiny.vae_scale_factor == 8
+    assert tiny.latent_shape(128, 64) == (1, 4, 8, 16)
+    assert tiny.unet.config.cross_attention_dim == tiny.text_encoder.config.hidden_size
+    assert tiny.device.type == "cpu" and tiny.dtype == torch.float32
+
+
+TEXTS = ["", "a beautiful forest, trending on artstation", "日本語 émoji 🐱 <odd> \\:", "word " * 200]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_tiny_tokenizer_takes_any_text(tiny, text):
+    ids = tiny.tokenizer(text, truncation=True, max_length=77).input_ids
+    assert ids[0] == tiny.tokenizer.bos_token_id and ids[-1] == tiny.tokenizer.eos_token_id
+    assert tiny.tokenizer.unk_token_id not in ids[1:-1] and len(ids) <= 77
+    assert max(ids) < tiny.text_encoder.config.vocab_size
+
+
+def test_common_words_are_single_tokens(tiny):
+    assert len(tiny.tokenizer("forest").input_ids) == 3
+
+
+def test_get_pipeline_loads_once_per_settings(monkeypatch):
+    calls = []
+
+    def fake_load(settings):
+        calls.append(settings["model"])
+        time.sleep(0.05)
+        return object()
+
+    monkeypatch.setattr(models, "load_pipeline", fake_load)
+    monkeypatch.setattr(models, "_loaded", None)
+    cfg = {"model": "builtin:tiny", "W": 64}
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(models.get_pipeline(cfg))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and all(r is results[0] for r in results)
+    assert models.get_pipeline({**cfg, "W": 128, "steps": 5}) is results[0]  # non-model keys do not reload
+    assert models.get_pipeline({**cfg, "model": "other"}) is not results[0]
+    assert calls == ["builtin:tiny", "other"]
+
+
+def test_importing_loads_no_model():
+    code = (
+        "import sys, deforum_steps.diffusion as d, deforum_steps.models as m;"
+        "assert m._loaded is None; assert 'diffusers' not in sys.modules, 'diffusers imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_diffusers_folder_loads_same_model(tiny, tiny_folder):
+    loaded = models.load_pipeline({"model": str(tiny_folder)})
+    assert torch.equal(small_latent(loaded), small_latent(tiny))
+
+
+def test_builtin_toy_is_the_models_toy_folder(tiny, tiny_folder, monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "TOY_DIR", tiny_folder)
+    assert torch.equal(small_latent(models.load_pipeline({"model": "builtin:toy"})), small_latent(tiny))
+    monkeypatch.setattr(models, "TOY_DIR", tmp_path / "models" / "toy")
+    assert "models/toy" in one_line_error({"model": "builtin:toy"}, "model")
+
+
+def test_bf16_on_cpu(tiny_folder):
+    pipe = models.load_pipeline({"model": str(tiny_folder), "dtype": "bf16", "map_location": "cpu"})
+    assert pipe.unet.dtype == torch.bfloat16
+    latent = small_latent(pipe)
+    assert latent.dtype == torch.float32 and latent.isfinite().all()
+
+
+def test_missing_checkpoint(tmp_path):
+    message = one_line_error({"model": str(tmp_path / "sd-v1-5.safetensors")}, "model")
+    assert "download" in message and "sd-v1-5.safetensors" in message
+
+
+def test_missing_hub_model():
+    message = one_line_error({"model": "nobody-here/no-such-model-xyz"}, "model")
+    assert "hf download nobody-here/no-such-model-xyz" in message
+
+
+def test_unknown_builtin_and_non_model_paths(tmp_path):
+    one_line_error({"model": "builtin:huge"}, "model")
+    assert "model_index.json" in one_line_error({"model": str(tmp_path)}, "model")
+    assert "no such file or folder" in one_line_error({"model": "./models/nothing"}, "model")
+    (tmp_path / "notes.txt").write_text("x")
+    one_line_error({"model": str(tmp_path / "notes.txt")}, "model")
+
+
+def test_single_file_needs_local_configs(tmp_path):
+    # an SD 1.x-shaped checkpoint: without model_config its configs must come from the local HF cache, never online
+    ckpt = tmp_path / "sd15.safetensors"
+    key = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+    save_file({key: torch.zeros(320, 768)}, ckpt)
+    message = one_line_error({"model": str(ckpt)}, "model_config")
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in message
+    one_line_error({"model": str(ckpt), "model_config": str(tmp_path / "missing")}, "model_config")
+
+
+def test_checksum(tmp_path):
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"not really a checkpoint")
+    digest = models.file_sha256(ckpt)
+    message = one_line_error({"model": str(ckpt), "check_sha256": True, "model_sha256": "0" * 64}, "model_sha256")
+    assert digest in message
+    one_line_error({"model": str(ckpt), "check_sha256": True}, "model_sha256")
+    # right digest: the check passes and loading the (bogus) file fails with its own one-line error
+    message = one_line_error({"model": str(ckpt), "check_sha256": True, "model_sha256": digest.upper()}, "model")
+    assert "cannot read the checkpoint" in message
+    one_line_error({"model": "builtin:tiny", "check_sha256": True, "model_sha256": digest}, "check_sha256")
+
+
+def test_device_and_dtype_errors():
+    one_line_error({"dtype": "fp16", "map_location": "cpu"}, "dtype")
+    one_line_error({"dtype": "fp8"}, "dtype")
+    one_line_error({"map_location": "tpu"}, "map_location")
+    if not torch.cuda.is_available():
+        one_line_error({"map_location": "cuda"}, "map_location")
+    assert models.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert models.resolve_dtype("auto", torch.device("cuda")) == torch.float16
