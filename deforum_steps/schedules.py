@@ -472,15 +472,17 @@ def _per_frame_text(frames: dict[int, str], n_frames: int, name: str) -> list[st
     return out
 
 
-def prompts_per_frame(animation_prompts, neg_prompts, n_frames: int) -> tuple[list[str], list[str]]:
+def prompts_per_frame(animation_prompts, neg_prompts, n_frames: int,
+                      name: str = "animation_prompts") -> tuple[list[str], list[str]]:
     """(positive, negative) prompt of every frame. An `animation_prompts` value may carry its own
-    negative after `--neg`; it comes first, joined with that frame's `neg_prompts` value by ', '."""
+    negative after `--neg`; it comes first, joined with that frame's `neg_prompts` value by ', '.
+    `name` is the config key that errors name (None mode passes its `prompts` list)."""
     _check_frames(n_frames)
-    keyed = _keyed_prompts(animation_prompts, n_frames, "animation_prompts")
+    keyed = _keyed_prompts(animation_prompts, n_frames, name)
     for frame, text in keyed.items():
         if text.count("--neg") > 1:
-            raise ConfigError(f"animation_prompts: more than one '--neg' in the prompt of frame {frame}: {text!r}")
-    prompts = _per_frame_text(keyed, n_frames, "animation_prompts")
+            raise ConfigError(f"{name}: more than one '--neg' in the prompt of frame {frame}: {text!r}")
+    prompts = _per_frame_text(keyed, n_frames, name)
     extra = _per_frame_text(_keyed_prompts(neg_prompts, n_frames, "neg_prompts"), n_frames, "neg_prompts")
     positive, negative = [], []
     for text, extra_negative in zip(prompts, extra):
@@ -585,6 +587,18 @@ def _denoise_column(cfg: dict, strength: np.ndarray, steps: np.ndarray) -> np.nd
     return out
 
 
+def _check_samplers(names: list[str], text: str) -> None:
+    """Every scheduled sampler must be a Deforum or webui name (diffusion.resolve_sampler), checked before
+    anything runs rather than when its frame is diffused."""
+    from deforum_steps.diffusion import resolve_sampler  # imports torch: only renders that schedule samplers pay
+
+    for name in dict.fromkeys(names):
+        try:
+            resolve_sampler(name)
+        except ConfigError:
+            raise _error("sampler_schedule", text, f"unknown sampler {name!r}", names.index(name)) from None
+
+
 def build_table(cfg: dict) -> pd.DataFrame:
     """One row per frame 0..max_frames-1: every evaluated schedule, sampler, prompts, seed and
     denoising steps. `cfg` is a validated config with `seed` already resolved."""
@@ -596,6 +610,7 @@ def build_table(cfg: dict) -> pd.DataFrame:
     columns["kernel"] = _whole(columns["kernel"], "kernel_schedule", 0)
     if cfg["enable_schedule_samplers"]:
         columns["sampler"] = evaluate_string_schedule(cfg["sampler_schedule"], n, name="sampler_schedule", seed=seed)
+        _check_samplers(columns["sampler"], cfg["sampler_schedule"])
     else:
         columns["sampler"] = [cfg["sampler"]] * n
     columns["prompt"], columns["negative_prompt"] = prompts_per_frame(cfg["animation_prompts"],

@@ -95,7 +95,8 @@ def test_out_of_range():
 def test_bad_enum_suggests_the_nearest_value():
     assert error_of(sampler="eular") == (
         "sampler: 'eular' is not one of 'klms', 'dpm2', 'dpm2_ancestral', 'heun', 'euler', 'euler_ancestral', "
-        "'plms', 'ddim', 'dpmpp_2m' (did you mean 'euler'?)")
+        "'plms', 'ddim', 'dpmpp_2m', 'LMS Karras', 'DPM2 Karras', 'DPM2 a Karras', 'Heun Karras', 'Euler Karras', "
+        "'Euler a Karras', 'DPM++ 2M Karras' (did you mean 'euler'?)")
     assert error_of(animation_mode="4D").startswith("animation_mode: '4D' is not one of 'None', '2D', '3D'")
 
 
