@@ -1,0 +1,116 @@
+"""Init images and masks (the notebook's init and mask settings).
+
+A mask is greyscale: white areas keep the init image, black areas are diffused fully, grey in between. It is
+read as the notebook reads it (greyscale, brightness then contrast with PIL's ImageEnhance, then inverted if
+asked), applied in latent space during sampling (`latent_mask`, for `diffusion.denoise`) and, with
+overlay_mask, once more in pixels after decoding (`overlay`), so kept areas come back exactly as the init.
+
+Departure from the notebook's overlay: it keeps only the mask's brightest value and blurs that with a fixed
+5 px Gaussian; here the same grey mask as in sampling is used, so grey areas blend and white ones are exact.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import cv2
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from .config import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Config keys that change how a mask file becomes a mask: a masked job's params hold these.
+MASK_SETTINGS = ("invert_mask", "mask_brightness_adjust", "mask_contrast_adjust", "overlay_mask")
+
+
+def load_mask(path: str | os.PathLike, size: tuple[int, int], *, invert: bool = False, brightness: float = 1.0,
+              contrast: float = 1.0) -> np.ndarray:
+    """Mask image `path` as float32 (H, W) in 0..1 at size=(W, H), 1 = keep the init."""
+    with Image.open(path) as image:
+        grey = image.convert("L").resize(tuple(size), resample=Image.LANCZOS)
+    if brightness != 1:
+        grey = ImageEnhance.Brightness(grey).enhance(brightness)
+    if contrast != 1:
+        grey = ImageEnhance.Contrast(grey).enhance(contrast)
+    mask = np.asarray(grey, dtype=np.float32) / 255.0
+    return np.clip(1.0 - mask if invert else mask, 0.0, 1.0)
+
+
+def latent_mask(mask: np.ndarray, latent_hw: tuple[int, int]) -> np.ndarray:
+    """A pixel mask averaged down to the latent grid (h, w): a latent cell half covered is kept half."""
+    h, w = latent_hw
+    return np.clip(cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA), 0.0, 1.0).astype(np.float32)
+
+
+def overlay(image: np.ndarray, init: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Paste `init` back over the decoded `image` through `mask` (1 = init): uint8 RGB, rounded."""
+    m = mask[..., None].astype(np.float32)
+    return np.rint(init * m + image * (1.0 - m)).astype(np.uint8)
+
+
+def mask_args(settings: Mapping) -> dict:
+    """load_mask's keyword arguments from the MASK_SETTINGS config keys."""
+    return {"invert": settings["invert_mask"], "brightness": settings["mask_brightness_adjust"],
+            "contrast": settings["mask_contrast_adjust"]}
+
+
+def masked_img2img(init: np.ndarray, mask_file: str | os.PathLike | None, row: Mapping, settings: Mapping,
+                   model_cfg: Mapping) -> np.ndarray:
+    """img2img from `init` (RGB uint8 at W x H) with `row`'s prompt, seed, strength, steps, cfg and sampler;
+    with a mask file, only its non-white areas are diffused (`settings` holds W, H, the frame settings and, with
+    a mask, MASK_SETTINGS). Returns RGB uint8."""
+    from . import frames  # torch, diffusers: only in jobs that diffuse
+
+    init_latent = frames.encode(init, model_cfg)
+    if mask_file is None:
+        return frames.diffuse(init_latent, row, settings, model_cfg)[1]
+    mask = load_mask(mask_file, (settings["W"], settings["H"]), **mask_args(settings))
+    _, image = frames.diffuse(init_latent, row, settings, model_cfg, mask=latent_mask(mask, init_latent.shape[-2:]))
+    return overlay(image, init, mask) if settings["overlay_mask"] else image
+
+
+def _readable_image(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0 and cv2.haveImageReader(str(path))
+
+
+def init_images(cfg: Mapping) -> list[Path]:
+    """The init images of a render with use_init: init_image itself, or for a folder (None mode: one image per
+    init) its image files in name order. [] without use_init. Raises ConfigError naming init_image."""
+    if not cfg["use_init"]:
+        return []
+    if not cfg["init_image"]:
+        raise ConfigError("init_image: empty, but use_init is true")
+    path = Path(cfg["init_image"])
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            raise ConfigError(f"init_image: no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+    elif path.exists():
+        images = [path]
+    else:
+        raise ConfigError(f"init_image: no such file or folder {path}")
+    bad = next((p for p in images if not _readable_image(p)), None)
+    if bad is not None:
+        raise ConfigError(f"init_image: not a readable image {bad}")
+    return images
+
+
+def check_init_and_mask(cfg: Mapping) -> None:
+    """Fail before anything runs when the init or mask settings the animation mode uses point nowhere: init
+    images for None/2D/3D with use_init, mask_file with use_mask (Interpolation uses neither; Video Input's init
+    is the video, so its mask needs no use_init)."""
+    mode = cfg["animation_mode"]
+    if mode == "Interpolation":
+        return
+    if mode != "Video Input":
+        init_images(cfg)
+    if not cfg["use_mask"] or (mode == "Video Input" and cfg["use_video_mask"]):
+        return
+    if mode != "Video Input" and not cfg["use_init"]:
+        raise ConfigError("use_mask: a mask needs an init image (set use_init and init_image)")
+    if not cfg["mask_file"]:
+        raise ConfigError("mask_file: empty, but use_mask is true")
+    if not _readable_image(Path(cfg["mask_file"])):
+        raise ConfigError(f"mask_file: not a readable image {cfg['mask_file']}")
