@@ -22,9 +22,6 @@ if config["animation_mode"] == "Interpolation":
 
             io.write_image(output.image, interpolation.render_frame(params.frame, config))
 
-    # animation.smk's frame rules also match frames/%05d.png; in this mode the frames are these.
-    ruleorder: interpolation_frame > first_frame
-    ruleorder: interpolation_frame > frame
 
     FINAL_FRAMES["Interpolation"] = [f"{OUT}/frames/{i:05d}.png" for i in range(len(INTERPOLATION_PLAN))]
     MODE_TARGETS["Interpolation"].extend(video_targets(final_frames()))

@@ -3,10 +3,12 @@ changing fps, crf, preset or codec reruns this job alone, which loads no model."
 
 
 def video_targets(frame_paths):
-    """What a mode's render ends in: the mp4 (+ gif) of its frames, or the frames alone with skip_video."""
+    """What a mode's render ends in: its frames and their mp4 (+ gif). The frames are targets themselves so
+    that a deleted frame is made again: Snakemake leaves a missing intermediate file alone while the files
+    made from it are up to date."""
     if config["skip_video"]:
         return frame_paths
-    return [f"{OUT}/video.mp4"] + ([f"{OUT}/video.gif"] if config["make_gif"] else [])
+    return [*frame_paths, f"{OUT}/video.mp4"] + ([f"{OUT}/video.gif"] if config["make_gif"] else [])
 
 
 def final_frames():

@@ -57,9 +57,6 @@ if config["animation_mode"] == "Video Input":
             mask_file = input.mask[0] if input.mask else None
             io.write_image(output.image, masks.masked_img2img(init, mask_file, params.frame["row"], settings, config))
 
-    # animation.smk's frame rules also match frames/%05d.png; in this mode the frames are these.
-    ruleorder: video_input_frame > first_frame
-    ruleorder: video_input_frame > frame
 
     FINAL_FRAMES["Video Input"] = [f"{OUT}/frames/{i:05d}.png" for i in VIDEO_FRAMES]
     MODE_TARGETS["Video Input"].extend(video_targets(final_frames()))
