@@ -14,7 +14,7 @@ try:
     config.update(load_config(config, Path(workflow.basedir) / "config" / "schema.yaml"))
     RANDOM_SEED = config["seed"] == -1
     config["seed"] = resolve_seed(config)
-    masks.check_init_and_mask(config)
+    masks.check_input_images(config)
     # These modes' frame counts come from the video (probed now) and from the key prompts, not max_frames.
     if config["animation_mode"] == "Video Input":
         VIDEO_PLAN = video_input.plan(config)

@@ -97,11 +97,14 @@ def init_images(cfg: Mapping) -> list[Path]:
     return images
 
 
-def check_init_and_mask(cfg: Mapping) -> None:
-    """Fail before anything runs when the init or mask settings the animation mode uses point nowhere: init
-    images for None/2D/3D with use_init, mask_file with use_mask (Interpolation uses neither; Video Input's init
-    is the video, so its mask needs no use_init)."""
+def check_input_images(cfg: Mapping) -> None:
+    """Fail before anything runs when an image the animation mode reads points nowhere: init images for
+    None/2D/3D with use_init, mask_file with use_mask (Interpolation uses neither; Video Input's init is the
+    video, so its mask needs no use_init), and the colour coherence image of 2D/3D."""
     mode = cfg["animation_mode"]
+    if mode in ("2D", "3D") and cfg["color_coherence"] == "Image":
+        if not _readable_image(Path(cfg["color_coherence_image_path"])):
+            raise ConfigError(f"color_coherence_image_path: not a readable image {cfg['color_coherence_image_path']!r}")
     if mode == "Interpolation":
         return
     if mode != "Video Input":

@@ -112,13 +112,13 @@ def test_init_images_file_folder_and_errors(tmp_path):
     assert error(init_image=str(tmp_path / "broken.png")).startswith("init_image: not a readable image")
 
 
-def test_check_init_and_mask_names_the_key(tmp_path):
+def test_check_input_images_names_the_key(tmp_path):
     init = tmp_path / "init.png"
     io.write_image(init, np.zeros((8, 8, 3), np.uint8))
 
     def error(**overrides):
         with pytest.raises(ConfigError) as e:
-            masks.check_init_and_mask(cfg(**overrides))
+            masks.check_input_images(cfg(**overrides))
         return str(e.value)
 
     assert error(use_mask=True, mask_file=str(init)).startswith("use_mask: a mask needs an init image")
@@ -127,8 +127,10 @@ def test_check_init_and_mask_names_the_key(tmp_path):
                  mask_file=str(tmp_path / "no.png")).startswith("mask_file: not a readable image")
     assert error(animation_mode="Video Input", use_mask=True, mask_file="no.png").startswith("mask_file:")
     # a video frame is the init in Video Input; Interpolation is txt2img and uses neither
-    masks.check_init_and_mask(cfg(animation_mode="Video Input", use_mask=True, mask_file=str(init)))
-    masks.check_init_and_mask(cfg(animation_mode="Interpolation", use_init=True, use_mask=True))
+    masks.check_input_images(cfg(animation_mode="Video Input", use_mask=True, mask_file=str(init)))
+    masks.check_input_images(cfg(animation_mode="Interpolation", use_init=True, use_mask=True))
+    assert error(animation_mode="2D", color_coherence="Image").startswith("color_coherence_image_path: not a readable")
+    masks.check_input_images(cfg(animation_mode="2D", color_coherence="Image", color_coherence_image_path=str(init)))
 
 
 def test_masked_img2img_keeps_white_and_diffuses_black(tmp_path):
