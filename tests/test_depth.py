@@ -11,7 +11,6 @@ from deforum_steps.depth import (DEPTH_ANYTHING_PREPROCESS, FlatDepth, NetworkDe
                                  load_depth_model, midas_preprocess)
 from deforum_steps.motion3d import warp_3d
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,6 @@ from deforum_steps.config import ConfigError
 SIZE = 64  # latent 8x8: every test here is cheap
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the tiny model gains nothing from threads, and OpenMP barriers crawl on busy shared cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pipe():
     return models.build_tiny()

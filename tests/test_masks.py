@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageEnhance
 
 from deforum_steps import diffusion, io, masks, models
@@ -14,14 +13,6 @@ from deforum_steps.config import ConfigError, load_config
 from helpers import SCHEMA
 
 W = H = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from threads on busy shared cores
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_grey(path: Path, values: np.ndarray) -> Path:

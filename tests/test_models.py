@@ -12,15 +12,6 @@ from deforum_steps.config import ConfigError
 from deforum_steps.diffusion import denoise
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the tiny model gains nothing from threads, and OpenMP barriers crawl on busy shared cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return models.build_tiny()

@@ -4,7 +4,6 @@ with its per-step images and a mask; and the sampler names the config accepts (w
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from deforum_steps import diffusion, io, models, stills
@@ -15,14 +14,6 @@ from helpers import SCHEMA
 W = H = 64
 TWO_PROMPTS = {"animation_mode": "None", "W": W, "H": H, "seed": 42, "n_batch": 2,
                "prompts": ["a red apple", "a yellow banana --neg blurry"]}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from threads on busy shared cores
-    yield
-    torch.set_num_threads(threads)
 
 
 def cfg_of(**overrides):

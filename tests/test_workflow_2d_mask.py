@@ -1,14 +1,9 @@
 """use_init + use_mask in 2D: the mask's white half keeps the init (then the warped init), the black half is
 diffused, and an edited mask file reruns the masked frames."""
-import os
-
 import numpy as np
 
 from deforum_steps import io
 from helpers import planned_jobs, run_snakemake, write_config
-
-os.environ["OMP_NUM_THREADS"] = "1"  # the renders' torch threads, on a small shared CPU
-
 
 def _inputs(tmp_path):
     init = np.zeros((64, 64, 3), np.uint8)

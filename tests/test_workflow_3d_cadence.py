@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from deforum_steps import io
 from deforum_steps.cadence import diffusion_frames, tween_plan
@@ -37,18 +36,6 @@ def _files(out, folder, suffix):
 
 def _names(frames, suffix):
     return [f"{i:05d}{suffix}" for i in frames]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny networks gain nothing from threads, and OpenMP barriers crawl on busy shared cores (10-100x
-    here): one thread in this process and in the renders it starts."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -24,17 +24,6 @@ def cfg(**overrides):
     return load_config({**SMALL_CONFIG, **RENDER, **overrides}, SCHEMA)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread here and in the renders (busy shared cores; see test_workflow_3d_cadence)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
-
-
 def test_x_frames_between_consecutive_prompts_whatever_their_keys():
     frames = interpolation.plan(cfg())
     assert len(frames) == N == interpolation.frame_count(cfg())

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from deforum_steps import io, stills
@@ -18,17 +17,6 @@ OUT = "output/test"
 STILLS = {"animation_mode": "None", "steps": 3, "sampler": "Euler a", "n_batch": 2, "make_grid": True,
           "save_sample_per_step": True, "prompts": ["a red apple", "a yellow banana --neg blurry"]}
 IMAGES = [f"{k:05d}.png" for k in range(4)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread here and in the renders: OpenMP barriers crawl on busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

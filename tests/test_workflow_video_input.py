@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from deforum_steps import io, masks
 from deforum_steps.config import load_config
@@ -51,17 +50,6 @@ def encode_lossless(frames, path: Path):
         io.write_image(folder / f"{i:05d}.png", frame)
     subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-framerate", "12", "-i", str(folder / "%05d.png"),
                     "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path)], check=True)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread here and in the renders (busy shared cores; see test_workflow_3d_cadence)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
