@@ -1,0 +1,133 @@
+"""The toy visual world the builtin:toy model is trained on: one flat-coloured shape (circle, square,
+triangle, star) over a plain or gradient background, with a caption that names them. Pure and seeded, so
+the training data, the tests and the quality bench all see the same world."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# One RGB value per colour word: the model learns exactly these, and the measures classify against them.
+SHAPE_COLOURS = {
+    "red": (220, 35, 35),
+    "green": (40, 175, 60),
+    "blue": (40, 80, 230),
+    "yellow": (245, 215, 40),
+    "purple": (150, 60, 200),
+    "orange": (250, 135, 25),
+    "white": (245, 245, 245),
+}
+BACKGROUND_COLOURS = {**SHAPE_COLOURS, "black": (15, 15, 15), "gray": (128, 128, 128)}
+SHAPES = ("circle", "square", "triangle", "star")
+WORDS = ("a", "on", "background", "gradient", *BACKGROUND_COLOURS, *SHAPES)
+
+SUPERSAMPLE = 4  # draw at 4x and area-downsample: anti-aliased edges like a real image
+
+
+@dataclass(frozen=True)
+class Scene:
+    shape: str
+    colour: str
+    background: str
+    gradient: bool  # background fades from `background` at the top to black at the bottom
+    cx: float  # centre, as fractions of the width / height
+    cy: float
+    size: float  # half-extent as a fraction of the image side
+
+    def caption(self, short: bool = False) -> str:
+        """'a red circle on a blue background'; short form 'a red circle'."""
+        thing = f"a {self.colour} {self.shape}"
+        if short:
+            return thing
+        return f"{thing} on a {self.background} {'gradient' if self.gradient else 'background'}"
+
+
+def sample_scene(rng: np.random.Generator, shape: str | None = None, colour: str | None = None,
+                 background: str | None = None) -> Scene:
+    """A random scene; fixing shape/colour/background draws only the rest."""
+    shape = shape or SHAPES[rng.integers(len(SHAPES))]
+    colour = colour or list(SHAPE_COLOURS)[rng.integers(len(SHAPE_COLOURS))]
+    if background is None:
+        choices = [c for c in BACKGROUND_COLOURS if c != colour]
+        background = choices[rng.integers(len(choices))]
+    gradient = background != "black" and bool(rng.random() < 0.3)
+    size = float(rng.uniform(0.18, 0.36))
+    cx, cy = (float(v) for v in rng.uniform(size, 1 - size, 2))
+    return Scene(shape, colour, background, gradient, cx, cy, size)
+
+
+def scenes(seed: int, n: int) -> list[Scene]:
+    rng = np.random.default_rng(seed)
+    return [sample_scene(rng) for _ in range(n)]
+
+
+def _background(scene: Scene, side: int) -> np.ndarray:
+    top = np.array(BACKGROUND_COLOURS[scene.background], np.float32)
+    bottom = np.array(BACKGROUND_COLOURS["black"], np.float32) if scene.gradient else top
+    ramp = np.linspace(0.0, 1.0, side, dtype=np.float32)[:, None, None]
+    return np.broadcast_to(top * (1 - ramp) + bottom * ramp, (side, side, 3)).astype(np.uint8)
+
+
+def _outline(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
+    """Polygon vertices (pixels) of the non-circle shapes, centred on (cx, cy), half-extent r."""
+    if shape == "square":
+        angles, radii = np.deg2rad([45, 135, 225, 315]), np.full(4, r * np.sqrt(2))
+    elif shape == "triangle":  # upright, vertices at r from the centre
+        angles, radii = np.deg2rad([-90, 30, 150]), np.full(3, r)
+    elif shape == "star":  # five points, inner radius 0.45 r
+        angles = np.deg2rad(-90 + 36 * np.arange(10))
+        radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
+
+
+def draw(scene: Scene, side: int) -> np.ndarray:
+    """Render the scene as an RGB uint8 (side, side, 3) image."""
+    big = side * SUPERSAMPLE
+    canvas = np.ascontiguousarray(_background(scene, big))
+    colour = tuple(int(v) for v in SHAPE_COLOURS[scene.colour])
+    cx, cy, r = scene.cx * big, scene.cy * big, scene.size * big
+    if scene.shape == "circle":
+        cv2.circle(canvas, (round(cx), round(cy)), round(r), colour, -1, cv2.LINE_AA)
+    else:
+        cv2.fillPoly(canvas, [np.round(_outline(scene.shape, cx, cy, r)).astype(np.int32)], colour, cv2.LINE_AA)
+    return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def colour_map(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]] = BACKGROUND_COLOURS,
+               max_distance: float = 60.0) -> tuple[list[str], np.ndarray]:
+    """Label each pixel with its nearest palette colour (index into the returned names), -1 when no
+    palette colour is within max_distance (RGB Euclidean): edges, gradients and muddy pixels."""
+    names = list(palette)
+    ref = np.array([palette[n] for n in names], np.float32)
+    dist = np.linalg.norm(rgb[..., None, :].astype(np.float32) - ref, axis=-1)
+    labels = dist.argmin(-1)
+    labels[dist.min(-1) > max_distance] = -1
+    return names, labels
+
+
+def dominant_colour(rgb: np.ndarray, exclude: tuple[str, ...] = ()) -> str | None:
+    """The shape colour covering most pixels, ignoring the colours in `exclude` (the background)."""
+    palette = {n: c for n, c in SHAPE_COLOURS.items() if n not in exclude}
+    names, labels = colour_map(rgb, {**palette, **{n: BACKGROUND_COLOURS[n] for n in exclude}})
+    counts = np.bincount(labels[labels >= 0].ravel(), minlength=len(names))[: len(palette)]
+    return names[int(counts.argmax())] if counts.max() > 0 else None
+
+
+def colour_mask(rgb: np.ndarray, colour: str, max_distance: float = 60.0) -> np.ndarray:
+    """Boolean mask of the pixels whose nearest world colour is `colour`."""
+    names, labels = colour_map(rgb, max_distance=max_distance)
+    return labels == names.index(colour)
+
+
+def circularity(mask: np.ndarray) -> float:
+    """4πA/P² of the largest blob in the mask; 0 when the mask is empty. On drawn shapes (pixel outlines
+    lengthen the perimeter): circle ~0.9, square ~0.79, triangle ~0.55, star ~0.32."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return 0.0
+    blob = max(contours, key=cv2.contourArea)
+    perimeter = cv2.arcLength(blob, True)
+    return float(4 * np.pi * cv2.contourArea(blob) / perimeter**2) if perimeter > 0 else 0.0

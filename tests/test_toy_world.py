@@ -1,0 +1,34 @@
+"""The toy world the demo model is trained on: seeded scenes whose captions name what is drawn."""
+import numpy as np
+import pytest
+
+from deforum_steps import toy_world
+
+
+def test_toy_world_is_deterministic():
+    assert toy_world.scenes(3, 20) == toy_world.scenes(3, 20) != toy_world.scenes(4, 20)
+    scene = toy_world.scenes(3, 1)[0]
+    assert np.array_equal(toy_world.draw(scene, 64), toy_world.draw(scene, 64))
+
+
+def test_captions_name_what_is_drawn():
+    for scene in toy_world.scenes(0, 60):
+        image = toy_world.draw(scene, 64)
+        background = (scene.background, "black") if scene.gradient else (scene.background,)
+        assert toy_world.dominant_colour(image, exclude=background) == scene.colour, scene
+        assert scene.caption() == f"a {scene.colour} {scene.shape} on a {scene.background} " + (
+            "gradient" if scene.gradient else "background")
+        top_row = image[0].astype(float)  # the top row is pure background unless the shape reaches it
+        if scene.cy - scene.size > 2 / 64:
+            assert np.abs(top_row - toy_world.BACKGROUND_COLOURS[scene.background]).max() < 3
+
+
+@pytest.mark.parametrize("side", [64, 128])
+def test_circularity_orders_the_drawn_shapes(side):
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        values = {}
+        for shape in toy_world.SHAPES:
+            scene = toy_world.sample_scene(rng, shape=shape)
+            values[shape] = toy_world.circularity(toy_world.colour_mask(toy_world.draw(scene, side), scene.colour))
+        assert values["circle"] > 0.84 > values["square"] > values["triangle"] > values["star"], values
