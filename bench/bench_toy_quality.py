@@ -3,30 +3,38 @@
 
 * colour: txt2img of 'a <colour> <shape> on a <background> background' -> is the named colour the dominant
   non-background colour (share of seeds, per colour);
-* shape: circularity 4πA/P² of the largest blob of the named colour, per shape (circle ~0.9, square ~0.79,
-  triangle ~0.55, star ~0.3 on drawn scenes), and how often a circle beats the square of the same colour/seed;
-  blobs: connected parts of the named colour, 1 = one object, more = tiling;
+* shape: of the largest blob of the named colour, circularity 4πA/P² (drawn: circle ~0.9, square ~0.79,
+  triangle ~0.55, star ~0.32) and extent, the share of its bounding box it fills (drawn: square 1.0, circle
+  0.785, triangle 0.5, star 0.4); how well extent tells circles from squares; blobs: connected parts of the
+  named colour, 1 = one object, more = tiling;
 * layout: SSIM between a drawn scene and its img2img at strength 0.65 (and of the bare VAE round trip);
-* motion: a zoom/rotate img2img chain (warp, LAB colour match to frame 0, noise, img2img), mean absolute
-  frame-to-frame difference for the toy model vs a random-init model of the same architecture.
+* default render: the README's render command on config/render.yaml with the toy model and with a
+  random-init twin of it: mean frame-to-frame difference, how much of it the 2D motion explains, the
+  difference at the prompt keyframe, and each keyframe prompt's colour share over the frames.
 
     .venv/bin/python bench/bench_toy_quality.py [--seeds 5] [--sides 128 64]
 """
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from skimage.metrics import structural_similarity
 
-from deforum_steps import colour, diffusion, models, motion2d, noise, toy_world
+from deforum_steps import diffusion, models, motion2d, toy_world
+from deforum_steps.io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
-CIRCLE_SQUARE_SPLIT = 0.84  # between a drawn circle's ~0.9 and a drawn square's ~0.79
+CIRCLE_SQUARE_EXTENT = 0.89  # between a drawn circle's 0.785 and a drawn square's 1.0
 
 
 def render(pipe, prompt: str, seed: int, side: int, args, init: np.ndarray | None = None,
@@ -36,16 +44,6 @@ def render(pipe, prompt: str, seed: int, side: int, args, init: np.ndarray | Non
     latent = diffusion.denoise(pipe, latent, prompt=prompt, steps=args.steps, strength=strength,
                                cfg_scale=args.scale, sampler=args.sampler, seed=seed, width=side, height=side)
     return diffusion.decode_latent(pipe, latent)
-
-
-def random_init_like(pipe: models.Pipeline, seed: int = 0) -> models.Pipeline:
-    """The same architecture and tokenizer with freshly initialised weights: what an untrained model draws."""
-    torch.manual_seed(seed)
-    unet = type(pipe.unet).from_config(pipe.unet.config)
-    vae = type(pipe.vae).from_config(pipe.vae.config)
-    text_encoder = type(pipe.text_encoder)(pipe.text_encoder.config)
-    parts = (m.eval().requires_grad_(False) for m in (unet, vae, text_encoder))
-    return models.Pipeline(*parts, pipe.tokenizer, pipe.scheduler_config, pipe.device, pipe.dtype)
 
 
 def blobs(mask: np.ndarray, min_share: float = 0.01) -> int:
@@ -60,6 +58,7 @@ def bench_prompts(pipe, side: int, args) -> None:
     backgrounds = list(toy_world.BACKGROUND_COLOURS)
     hits = {c: [] for c in colours}
     circ = {s: {} for s in toy_world.SHAPES}
+    fill = {s: {} for s in toy_world.SHAPES}
     parts = []
     for c in colours:
         others = [b for b in backgrounds if b != c]
@@ -70,6 +69,7 @@ def bench_prompts(pipe, side: int, args) -> None:
                 hits[c].append(toy_world.dominant_colour(image, exclude=(bg,)) == c)
                 mask = toy_world.colour_mask(image, c)
                 circ[s][c, seed] = toy_world.circularity(mask)
+                fill[s][c, seed] = toy_world.extent(mask)
                 parts.append(blobs(mask))
     print(f"\n[{side}x{side}] txt2img, {args.seeds} seeds per caption, backgrounds cycled per seed")
     print("colour   dominant-colour hit rate")
@@ -77,15 +77,15 @@ def bench_prompts(pipe, side: int, args) -> None:
         print(f"  {c:<7} {np.mean(hits[c]):5.0%}")
     total = np.mean([h for v in hits.values() for h in v])
     print(f"  all     {total:5.0%}   (target >= 80%)")
-    print("shape    circularity median [25%, 75%] of the named colour's largest blob")
+    print("shape    median [25%, 75%] of the named colour's largest blob: circularity | extent")
     for s in toy_world.SHAPES:
-        q = np.percentile(list(circ[s].values()), [50, 25, 75])
-        print(f"  {s:<8} {q[0]:.3f} [{q[1]:.3f}, {q[2]:.3f}]")
-    pairs = [circ["circle"][k] > circ["square"][k] for k in circ["circle"]]
-    split = np.mean([v > CIRCLE_SQUARE_SPLIT for v in circ["circle"].values()]
-                    + [v <= CIRCLE_SQUARE_SPLIT for v in circ["square"].values()])
-    print(f"  circle rounder than the square of the same colour and seed: {np.mean(pairs):.0%}; "
-          f"classified by circularity > {CIRCLE_SQUARE_SPLIT}: {split:.0%}")
+        c1, f1 = (np.percentile(list(m[s].values()), [50, 25, 75]) for m in (circ, fill))
+        print(f"  {s:<8} {c1[0]:.3f} [{c1[1]:.3f}, {c1[2]:.3f}] | {f1[0]:.3f} [{f1[1]:.3f}, {f1[2]:.3f}]")
+    pairs = [fill["square"][k] > fill["circle"][k] for k in fill["circle"]]
+    split = np.mean([v < CIRCLE_SQUARE_EXTENT for v in fill["circle"].values()]
+                    + [v >= CIRCLE_SQUARE_EXTENT for v in fill["square"].values()])
+    print(f"  square fills its box more than the circle of the same colour and seed: {np.mean(pairs):.0%}; "
+          f"circle/square told apart by extent < {CIRCLE_SQUARE_EXTENT}: {split:.0%}")
     print(f"  blobs of the named colour per image: mean {np.mean(parts):.2f}, "
           f"exactly one in {np.mean(np.equal(parts, 1)):.0%}")
 
@@ -104,20 +104,62 @@ def bench_layout(pipe, side: int, args) -> None:
           f"VAE round trip mean {np.mean(roundtrip):.3f}")
 
 
-def zoom_chain(pipe, side: int, args) -> tuple[float, float]:
-    """Deforum's 2D loop for a few frames; returns the mean |frame_i - frame_i-1| and the mean change
-    that img2img made to each warped frame (0-255 scale)."""
-    prompt, seed = "a red circle on a blue background", 7
-    frame = first = render(pipe, prompt, seed, side, args)
-    steps, changes = [], []
-    for i in range(1, args.frames):
-        warped = motion2d.warp_2d(frame, angle=2.0, zoom=1.04, translation_x=0, translation_y=0)
-        init = noise.add_noise(colour.match_colors(warped, first, "LAB"), 0.02, seed + i)
-        new = render(pipe, prompt, seed + i, side, args, init=init, strength=args.strength)
-        steps.append(np.abs(new.astype(float) - frame).mean())
-        changes.append(np.abs(new.astype(float) - warped).mean())
-        frame = new
-    return float(np.mean(steps)), float(np.mean(changes))
+def random_init_folder(model: Path, folder: Path, seed: int = 0) -> Path:
+    """A copy of the model folder with freshly initialised weights: what an untrained model draws."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    shutil.copytree(model, folder, ignore=shutil.ignore_patterns("*.safetensors", "SHA256SUMS"))
+    torch.manual_seed(seed)
+    UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(model / "unet")).save_pretrained(folder / "unet")
+    AutoencoderKL.from_config(AutoencoderKL.load_config(model / "vae")).save_pretrained(folder / "vae")
+    CLIPTextModel(CLIPTextConfig.from_pretrained(model / "text_encoder")).save_pretrained(folder / "text_encoder")
+    return folder
+
+
+def render_default(workdir: Path, model: Path, seed: int) -> Path:
+    """The README's render command on config/render.yaml, with only the model and seed set; returns the
+    output folder."""
+    workdir.mkdir(parents=True)
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "--configfile",
+           str(REPO / "config" / "render.yaml"), "--config", f"model={model}", f"seed={seed}"]
+    subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
+    return workdir / "output" / "deforum"
+
+
+def prompt_colour(prompt: str) -> str:
+    return next(w for w in prompt.split() if w in toy_world.SHAPE_COLOURS)
+
+
+def bench_default_render(model: Path, args) -> None:
+    """Frame-to-frame change of the default render with the toy model and with its random-init twin; how
+    much of it the 2D motion explains (frame i vs frame i-1 warped by frame i's keys, against unwarped);
+    and the share of each keyframe prompt's colour over the frames."""
+    print(f"\ndefault render (config/render.yaml, seed {args.render_seed}): mean |frame i - frame i-1| (0-255); "
+          "|frame i - warp(frame i-1)| shows how much of that the motion carries")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, folder in (("toy", model), ("random-init", random_init_folder(model, tmp / "random-model"))):
+            out = render_default(tmp / name, folder, args.render_seed)
+            table = pd.read_csv(out / "schedules.csv", index_col="frame")
+            frames = [read_image(p).astype(np.float32) for p in sorted((out / "frames").glob("*.png"))]
+            step, unexplained = [], []
+            for i in range(1, len(frames)):
+                keys = {k: table.at[i, k] for k in ("angle", "zoom", "translation_x", "translation_y")}
+                step.append(np.abs(frames[i] - frames[i - 1]).mean())
+                unexplained.append(np.abs(frames[i] - motion2d.warp_2d(frames[i - 1], **keys)).mean())
+            keyframe = int(table["prompt"].ne(table["prompt"].shift()).iloc[1:].idxmax())
+            around = np.delete(step, keyframe - 1)
+            print(f"  {name:<12} {len(frames)} frames: |frame i - frame i-1| mean {np.mean(step):5.1f} "
+                  f"(at the prompt change, frame {keyframe}: {step[keyframe - 1]:5.1f}; elsewhere max "
+                  f"{around.max():5.1f}); |frame i - warp(frame i-1)| mean {np.mean(unexplained):5.1f}")
+            if name == "toy":
+                rows = []
+                for prompt in table["prompt"].unique():
+                    c = prompt_colour(prompt)
+                    share = [toy_world.colour_mask(f.astype(np.uint8), c).mean() for f in frames]
+                    rows.append(f"{c} ({prompt!r})" + "".join(f" f{i}:{share[i]:.0%}" for i in range(0, len(frames), 6)))
+                print("    colour share per frame: " + "\n                            ".join(rows))
 
 
 def main() -> None:
@@ -129,7 +171,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=7.0)
     parser.add_argument("--sampler", default="euler_ancestral")
     parser.add_argument("--strength", type=float, default=0.65)
-    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--render-seed", type=int, default=1, help="seed of the default renders")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -140,12 +182,7 @@ def main() -> None:
     for side in args.sides:
         bench_prompts(pipe, side, args)
         bench_layout(pipe, side, args)
-    print(f"\nzoom 1.04 + 2° chain of {args.frames} frames, img2img strength {args.strength}: "
-          "mean |frame - previous| / mean change img2img made to the warped frame")
-    for name, model in (("toy", pipe), ("random-init", random_init_like(pipe))):
-        for side in args.sides:
-            step, change = zoom_chain(model, side, args)
-            print(f"  {name:<12} {side}x{side}: {step:6.1f} / {change:6.1f}")
+    bench_default_render(args.model, args)
     print(f"\nbench took {time.perf_counter() - start:.0f}s")
 
 

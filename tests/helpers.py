@@ -15,8 +15,10 @@ SNAKEFILE = REPO / "Snakefile"
 SCHEMA = REPO / "config" / "schema.yaml"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
-# Small and fast: a few frames at the smallest size, fixed seed; OUT = output/test.
+# Small and fast: the random tiny model (the workflow, not the picture, is under test), a few frames at the
+# smallest size, fixed seed; OUT = output/test.
 SMALL_CONFIG: dict[str, Any] = {
+    "model": "builtin:tiny",
     "max_frames": 6,
     "W": 64,
     "H": 64,

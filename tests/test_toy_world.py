@@ -24,11 +24,13 @@ def test_captions_name_what_is_drawn():
 
 
 @pytest.mark.parametrize("side", [64, 128])
-def test_circularity_orders_the_drawn_shapes(side):
+def test_shape_measures_order_the_drawn_shapes(side):
     rng = np.random.default_rng(1)
     for _ in range(5):
-        values = {}
+        circ, fill = {}, {}
         for shape in toy_world.SHAPES:
             scene = toy_world.sample_scene(rng, shape=shape)
-            values[shape] = toy_world.circularity(toy_world.colour_mask(toy_world.draw(scene, side), scene.colour))
-        assert values["circle"] > 0.84 > values["square"] > values["triangle"] > values["star"], values
+            mask = toy_world.colour_mask(toy_world.draw(scene, side), scene.colour)
+            circ[shape], fill[shape] = toy_world.circularity(mask), toy_world.extent(mask)
+        assert circ["circle"] > 0.84 > circ["square"] > circ["triangle"] > circ["star"], circ
+        assert fill["square"] > 0.89 > fill["circle"] > fill["triangle"] > fill["star"], fill
