@@ -4,7 +4,7 @@
 * colour: txt2img of 'a <colour> <shape> on a <background> background' -> is the named colour the dominant
   non-background colour (share of seeds, per colour);
 * shape: of the largest blob of the named colour, circularity 4πA/P² (drawn: circle ~0.9, square ~0.79,
-  triangle ~0.55, star ~0.32) and extent, the share of its bounding box it fills (drawn: square 1.0, circle
+  triangle ~0.55, star ~0.32) and extent, the share of its smallest enclosing rectangle it fills (drawn: square 1.0, circle
   0.785, triangle 0.5, star 0.4); how well extent tells circles from squares; blobs: connected parts of the
   named colour, 1 = one object, more = tiling;
 * layout: SSIM between a drawn scene and its img2img at strength 0.65 (and of the bare VAE round trip);
