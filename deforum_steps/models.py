@@ -349,7 +349,7 @@ def build_tiny_tokenizer():
     """A CLIP-style byte-level BPE tokenizer built in memory: every byte is a token, so any text encodes."""
     from transformers import CLIPTokenizer
 
-    byte_char = _bytes_to_unicode()
+    byte_char = bytes_to_unicode()
     chars = list(byte_char.values())
     vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
     merges = []
@@ -367,7 +367,7 @@ def build_tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte → printable character map."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from deforum_steps import toy_world
+from deforum_steps import models, toy_world
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
@@ -37,18 +37,6 @@ SIDE = 128
 
 
 # ---------------------------------------------------------------- tokenizer
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte -> printable character table: the base alphabet, so any text tokenizes."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = printable[:], 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
 
 
 def learn_merges(words: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -78,7 +66,7 @@ def learn_merges(words: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def build_tokenizer(folder: Path) -> CLIPTokenizer:
     """Write vocab.json + merges.txt (bytes, bytes + '</w>', the world's merges, specials) and load them."""
-    alphabet = list(bytes_to_unicode().values())
+    alphabet = list(models.bytes_to_unicode().values())
     merges = learn_merges(toy_world.WORDS)
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges] + [BOS, EOS]
     folder.mkdir(parents=True, exist_ok=True)
