@@ -19,7 +19,7 @@ def test_captions_name_what_is_drawn():
         assert scene.caption() == f"a {scene.colour} {scene.shape} on a {scene.background} " + (
             "gradient" if scene.gradient else "background")
         top_row = image[0].astype(float)  # the top row is pure background unless the shape reaches it
-        if scene.cy - scene.size > 2 / 64:
+        if scene.cy + toy_world.bounds(scene.shape, scene.size, scene.angle)[0][1] > 2 / 64:
             assert np.abs(top_row - toy_world.BACKGROUND_COLOURS[scene.background]).max() < 3
 
 
@@ -34,3 +34,14 @@ def test_shape_measures_order_the_drawn_shapes(side):
             circ[shape], fill[shape] = toy_world.circularity(mask), toy_world.extent(mask)
         assert circ["circle"] > 0.84 > circ["square"] > circ["triangle"] > circ["star"], circ
         assert fill["square"] > 0.89 > fill["circle"] > fill["triangle"] > fill["star"], fill
+
+
+@pytest.mark.parametrize("shape", ["square", "triangle", "star"])
+def test_turn_and_scale_measures_how_a_drawn_shape_moved(shape):
+    before = toy_world.Scene(shape, "red", "blue", False, 0.45, 0.5, 0.2, angle=10)
+    after = toy_world.Scene(shape, "red", "blue", False, 0.55, 0.45, 0.2 * 1.1, angle=16.5)
+    masks = [toy_world.colour_mask(toy_world.draw(s, 128), "red") for s in (before, after)]
+    turn, scale = toy_world.turn_and_scale(*masks)
+    assert turn == pytest.approx(6.5, abs=0.5) and scale == pytest.approx(1.1, abs=0.02)
+    assert toy_world.turn_and_scale(masks[1], masks[0])[0] == pytest.approx(-6.5, abs=0.5)
+    assert toy_world.turn_and_scale(masks[0], np.zeros_like(masks[0])) == (0.0, 1.0)
