@@ -143,11 +143,14 @@ def print_carried_motion(frames: list[np.ndarray], table: pd.DataFrame, every: i
         masks = [toy_world.colour_mask(frames[i].astype(np.uint8), colour) for i in rows.index]
         turns, scales = zip(*(toy_world.turn_and_scale(a, b) for a, b in zip(masks, masks[1:])))
         turned, grew = np.cumsum(turns), np.cumprod(scales)
-        asked_turn, asked_zoom = rows["angle"].iloc[1:].cumsum().to_numpy(), rows["zoom"].iloc[1:].cumprod().to_numpy()
+        asked_turn = rows["angle"].iloc[1:].cumsum().to_numpy()
+        asked_zoom = rows["zoom"].iloc[1:].cumprod().to_numpy()
         picks = range(every - 1, len(turned), every)
+        frame = [rows.index[k + 1] for k in picks]
         print(f"    {colour} subject since frame {rows.index[0]}, measured/scheduled:\n      turn (deg) "
-              + " ".join(f"f{rows.index[k + 1]}:{turned[k]:.0f}/{asked_turn[k]:.0f}" for k in picks)
-              + "\n      size       " + " ".join(f"f{rows.index[k + 1]}:{grew[k]:.2f}/{asked_zoom[k]:.2f}" for k in picks))
+              + " ".join(f"f{f}:{turned[k]:.0f}/{asked_turn[k]:.0f}" for f, k in zip(frame, picks))
+              + "\n      size       "
+              + " ".join(f"f{f}:{grew[k]:.2f}/{asked_zoom[k]:.2f}" for f, k in zip(frame, picks)))
 
 
 def bench_default_render(model: Path, args) -> None:

@@ -111,7 +111,8 @@ def draw(scene: Scene, side: int) -> np.ndarray:
     if scene.shape == "circle":
         cv2.circle(canvas, (round(cx), round(cy)), round(r), colour, -1, cv2.LINE_AA)
     else:
-        cv2.fillPoly(canvas, [np.round(_outline(scene.shape, cx, cy, r, scene.angle)).astype(np.int32)], colour, cv2.LINE_AA)
+        outline = _outline(scene.shape, cx, cy, r, scene.angle)
+        cv2.fillPoly(canvas, [np.round(outline).astype(np.int32)], colour, cv2.LINE_AA)
     return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA)
 
 

@@ -89,8 +89,8 @@ def test_tokenizer_knows_the_world_and_any_text(pipe):
 def test_a_render_with_it_turns_and_shrinks_the_subject_as_the_schedules_say(tmp_path):
     """The 2D motion carries the shape: the same render with and without angle/zoom (colour coherence off, as
     in config/render.yaml: matching frame 0's histogram would keep the square's area). Measured on this
-    model: the square turns 7 of the 18 degrees asked (squares follow least; stars most) and shrinks x0.90
-    relative to the still render's x0.93 drift, of the x0.83 asked."""
+    model: the square turns 7 of the 18 degrees asked (squares follow the turn least, stars most) and shrinks
+    x0.83 as asked, where the still render drifts to x0.93."""
     def subject_motion(name, **motion):
         workdir = tmp_path / name
         workdir.mkdir()
