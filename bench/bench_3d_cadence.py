@@ -28,8 +28,8 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
 def config(frames: int, steps: int, cadence: int) -> dict:
-    return {"model": "builtin:tiny", "animation_mode": "3D", "max_frames": frames, "diffusion_cadence": cadence, "W": 64, "H": 64,
-            "steps": steps, "seed": 42, "depth_algorithm": "tiny", "batch_name": "bench",
+    return {"model": "builtin:tiny", "animation_mode": "3D", "max_frames": frames, "diffusion_cadence": cadence,
+            "W": 64, "H": 64, "steps": steps, "seed": 42, "depth_algorithm": "tiny", "batch_name": "bench",
             "translation_x": "0:(2)", "translation_z": "0:(8)", "rotation_3d_y": "0:(1.5)"}
 
 

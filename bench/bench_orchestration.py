@@ -106,7 +106,8 @@ print(json.dumps({"rc": rc, "wall": wall, "cpu": r.ru_utime + r.ru_stime, "max_r
 def write_config(workdir: Path, frames: int, name: str) -> Path:
     path = workdir / name
     path.write_text(yaml.safe_dump({
-        "model": "builtin:tiny", "max_frames": frames, "W": 64, "H": 64, "seed": 42, "steps": 1, "batch_name": name.removesuffix(".yaml"),
+        "model": "builtin:tiny", "max_frames": frames, "W": 64, "H": 64, "seed": 42, "steps": 1,
+        "batch_name": name.removesuffix(".yaml"),
         "output_path": str(workdir / "output"), "zoom": "0:(1.01)", "angle": "0:(0.5)",
         "animation_prompts": {0: "a red apple", frames // 2: "a yellow banana"},
     }))

@@ -155,8 +155,9 @@ def print_carried_motion(frames: list[np.ndarray], table: pd.DataFrame, every: i
 
 def bench_default_render(model: Path, args) -> None:
     """Frame-to-frame change of the default render with the toy model and with its random-init twin; how
-    much of it the 2D motion explains (frame i vs frame i-1 warped by frame i's keys, against unwarped);
-    and the share of each keyframe prompt's colour over the frames."""
+    much of it the 2D motion explains (frame i vs frame i-1 warped by frame i's keys, against unwarped); and,
+    for the toy model, how far its subjects turned and grew (print_carried_motion) and the share of each
+    keyframe prompt's colour over the frames."""
     print(f"\ndefault render (config/render.yaml, seed {args.render_seed}): mean |frame i - frame i-1| (0-255); "
           "|frame i - warp(frame i-1)| shows how much of that the motion carries")
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +182,8 @@ def bench_default_render(model: Path, args) -> None:
                 for prompt in table["prompt"].unique():
                     c = prompt_colour(prompt)
                     share = [toy_world.colour_mask(f.astype(np.uint8), c).mean() for f in frames]
-                    rows.append(f"{c} ({prompt!r})" + "".join(f" f{i}:{share[i]:.0%}" for i in range(0, len(frames), 6)))
+                    every_6th = "".join(f" f{i}:{share[i]:.0%}" for i in range(0, len(frames), 6))
+                    rows.append(f"{c} ({prompt!r}){every_6th}")
                 print("    colour share per frame: " + "\n                            ".join(rows))
 
 
