@@ -1,27 +1,40 @@
 """Deforum-style animation as a Snakemake workflow: one render config (config/render.yaml, keys in
-docs/config-keys.md) -> the output folder output_path/batch_name. Stages live in rules/*.smk."""
+docs/config-keys.md) -> the output folder output_path/batch_name. Stages live in rules/*.smk, their job
+functions in deforum_steps/ (one module per stage, same name)."""
+
 import sys
 from pathlib import Path
 
-from deforum_steps import interpolation, masks, video_input
+from snakemake.utils import min_version
+
+from deforum_steps import interpolation, masks, model_files, stills, video_input
 from deforum_steps.config import ConfigError, load_config, resolve_seed
 from deforum_steps.schedules import build_table
+
+min_version("9.0")
 
 # Snakemake walks the DAG recursively: a chain of per-frame jobs nests one call level per frame.
 sys.setrecursionlimit(100_000)
 
+# The config, checked and completed before any rule exists: a mistake is one line, with nothing written.
 try:
-    config.update(load_config(config, Path(workflow.basedir) / "config" / "schema.yaml"))
+    # Keys given with --config are pinned: an alias there (width) wins over the config file's key (W).
+    resolved = load_config(config, Path(workflow.basedir) / "config" / "schema.yaml", workflow.config_settings.config)
+    config.clear()  # the resolved keys only, aliases translated
+    config.update(resolved)
     RANDOM_SEED = config["seed"] == -1
     config["seed"] = resolve_seed(config)
     masks.check_input_images(config)
+    model_files.check_checksum(config)
     # These modes' frame counts come from the video (probed now) and from the key prompts, not max_frames.
     if config["animation_mode"] == "Video Input":
         VIDEO_PLAN = video_input.plan(config)
-        config["max_frames"] = len(VIDEO_PLAN["video"]["indices"])
+        config["max_frames"] = len(VIDEO_PLAN["video"]["extraction"]["indices"])
     elif config["animation_mode"] == "Interpolation":
         config["max_frames"] = interpolation.frame_count(config)
         config["seed_behavior"] = "fixed"  # one seed for every frame, as in the notebook: a smooth tween
+    elif config["animation_mode"] == "None":
+        STILLS = stills.plan(config)
     SCHEDULES = build_table(config)
 except ConfigError as e:
     # One line and a non-zero exit; an exception escaping here would be printed with a traceback.
@@ -30,11 +43,33 @@ except ConfigError as e:
 
 include: "rules/common.smk"
 include: "rules/schedules.smk"
-include: "rules/video.smk"
-include: "rules/animation.smk"
-include: "rules/video_input.smk"
-include: "rules/interpolation.smk"
-include: "rules/images.smk"
+
+
+# The frames, by animation_mode: each of these sets FINAL_FRAMES, the frames the video is made of.
+if ANIMATED:
+
+    include: "rules/animation.smk"
+
+    if USE_DEPTH:
+
+        include: "rules/depth.smk"
+
+elif config["animation_mode"] == "Video Input":
+
+    include: "rules/video_input.smk"
+
+elif config["animation_mode"] == "Interpolation":
+
+    include: "rules/interpolation.smk"
+
+else:
+
+    include: "rules/stills.smk"
+
+
+if config["animation_mode"] != "None":
+
+    include: "rules/video.smk"
 
 
 onstart:
@@ -44,4 +79,4 @@ onstart:
 rule all:
     default_target: True
     input:
-        all_targets(),
+        TARGETS,

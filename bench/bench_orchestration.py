@@ -6,9 +6,9 @@ to plan a longer one. Prints figures, asserts nothing.
 (a) A `--frames` render (64x64, builtin:tiny, steps 1 so the model's share is small) runs as `snakemake` would,
     through the workflow profile, but inside a driver that times, in the same process (jobs are threads of it):
     every job body (Snakemake's run_wrapper around a rule's `run:` block) and, inside them, every model call
-    (deforum_steps.frames.encode / diffuse, model loading included). Overhead per frame = (wall time of the whole
+    (deforum_steps.diffusion.encode / generate, model loading included). Overhead per frame = (wall time of the whole
     command - time inside model calls) / frames, the target's definition: it counts Snakemake (startup, planning,
-    scheduling, its job records) and our own non-model per-frame work (PNG I/O, warp, colour match, noise, latent
+    scheduling, its job records) and our own non-model per-frame work (PNG I/O, warp, color match, noise, latent
     file, video encoding). The split between the two is printed too: the orchestration proper is the wall time
     outside every job body. On a busy machine wall times count waiting for a core, so the CPU time spent outside
     job bodies is printed as well (process CPU - the job threads' CPU; torch runs on one thread for that).
@@ -40,7 +40,7 @@ DRIVER = """
 import atexit, json, os, threading, time
 import torch
 import snakemake.executors.local as local
-from deforum_steps import frames
+from deforum_steps import diffusion
 
 torch.set_num_threads(1)  # all of a job's CPU time is then its own thread's
 timings = {"jobs": 0.0, "jobs_cpu": 0.0, "n_jobs": 0, "model": 0.0, "first_job_start": None, "last_job_end": None}
@@ -48,7 +48,7 @@ depth = threading.local()
 
 def timed(fn, key):
     def wrapper(*args, **kwargs):
-        outer = not getattr(depth, key, False)  # nested calls (diffuse inside a timed call) count once
+        outer = not getattr(depth, key, False)  # nested calls (generate inside a timed call) count once
         setattr(depth, key, True)
         t = time.perf_counter()
         try:
@@ -79,8 +79,9 @@ def done():
         profile.dump_stats(os.environ["PROFILE"])
 
 local.run_wrapper = run_wrapper
-frames.encode = timed(frames.encode, "model")
-frames.diffuse = timed(frames.diffuse, "model")
+# the jobs (animation.first_frame / diffusion_frame, diffusion.img2img) call these through the module
+diffusion.encode = timed(diffusion.encode, "model")
+diffusion.generate = timed(diffusion.generate, "model")
 atexit.register(done)
 profile = None
 if os.environ.get("PROFILE"):  # the main thread: Snakefile, DAG, scheduler (jobs run in other threads)
@@ -146,8 +147,8 @@ def render(workdir: Path, frames: int, profile: Path | None) -> None:
     print(f"(a) {frames}-frame 2D render, 64x64, builtin:tiny, steps 1, torch on 1 thread: {tm['n_jobs']} jobs, "
           f"{lines} lines of output")
     print(f"    wall time                         {wall:8.2f} s")
-    print(f"    inside model calls                {tm['model']:8.2f} s  (encode + diffuse, model loading included)")
-    print(f"    inside job bodies, besides model  {tm['jobs'] - tm['model']:8.2f} s  (PNG/latent I/O, warp, colour, "
+    print(f"    inside model calls                {tm['model']:8.2f} s  (encode + generate, model loading included)")
+    print(f"    inside job bodies, besides model  {tm['jobs'] - tm['model']:8.2f} s  (PNG/latent I/O, warp, color, "
           "noise, video, schedules)")
     print(f"    outside job bodies                {wall - tm['jobs']:8.2f} s  = startup and planning {startup:.2f} s "
           f"+ between jobs {between:.2f} s + exit {tail:.2f} s")

@@ -1,17 +1,17 @@
 """Quality of the builtin:toy model, measured through the engine's own sampling path
 (deforum_steps.models.load_folder + deforum_steps.diffusion.denoise):
 
-* colour: txt2img of 'a <colour> <shape> on a <background> background' -> is the named colour the dominant
-  non-background colour (share of seeds, per colour);
-* shape: of the largest blob of the named colour, circularity 4πA/P² (drawn: circle ~0.9, square ~0.79,
+* color: txt2img of 'a <color> <shape> on a <background> background' -> is the named color the dominant
+  non-background color (share of seeds, per color);
+* shape: of the largest blob of the named color, circularity 4πA/P² (drawn: circle ~0.9, square ~0.79,
   triangle ~0.55, star ~0.32) and extent, the share of its smallest enclosing rectangle it fills (drawn: square
   1.0, circle 0.785, triangle 0.5, star 0.4); how well each tells circles from squares; blobs: connected parts
-  of the named colour, 1 = one object, more = tiling;
+  of the named color, 1 = one object, more = tiling;
 * layout: SSIM between a drawn scene and its img2img at strength 0.65 (and of the bare VAE round trip);
 * default render: the README's render command on config/render.yaml with the toy model and with a
   random-init twin of it: mean frame-to-frame difference, how much of it the 2D motion explains, the
   difference at the prompt keyframe, how far the subject turned and grew against the angle and zoom
-  schedules, and each keyframe prompt's colour share over the frames.
+  schedules, and each keyframe prompt's color share over the frames.
 
     .venv/bin/python bench/bench_toy_quality.py [--seeds 5] [--sides 128 64]
 """
@@ -55,31 +55,31 @@ def blobs(mask: np.ndarray, min_share: float = 0.01) -> int:
 
 
 def bench_prompts(pipe, side: int, args) -> None:
-    """Colour hit rate, circularity per shape, circle-vs-square separation and blob count at one size."""
-    colours = list(toy_world.SHAPE_COLOURS)
-    backgrounds = list(toy_world.BACKGROUND_COLOURS)
-    hits = {c: [] for c in colours}
+    """Color hit rate, circularity per shape, circle-vs-square separation and blob count at one size."""
+    colors = list(toy_world.SHAPE_COLORS)
+    backgrounds = list(toy_world.BACKGROUND_COLORS)
+    hits = {c: [] for c in colors}
     circ = {s: {} for s in toy_world.SHAPES}
     fill = {s: {} for s in toy_world.SHAPES}
     parts = []
-    for c in colours:
+    for c in colors:
         others = [b for b in backgrounds if b != c]
         for s in toy_world.SHAPES:
             for seed in range(args.seeds):
                 bg = others[seed % len(others)]
                 image = render(pipe, f"a {c} {s} on a {bg} background", seed, side, args)
-                hits[c].append(toy_world.dominant_colour(image, exclude=(bg,)) == c)
-                mask = toy_world.colour_mask(image, c)
+                hits[c].append(toy_world.dominant_color(image, exclude=(bg,)) == c)
+                mask = toy_world.color_mask(image, c)
                 circ[s][c, seed] = toy_world.circularity(mask)
                 fill[s][c, seed] = toy_world.extent(mask)
                 parts.append(blobs(mask))
     print(f"\n[{side}x{side}] txt2img, {args.seeds} seeds per caption, backgrounds cycled per seed")
-    print("colour   dominant-colour hit rate")
-    for c in colours:
+    print("color   dominant-color hit rate")
+    for c in colors:
         print(f"  {c:<7} {np.mean(hits[c]):5.0%}")
     total = np.mean([h for v in hits.values() for h in v])
     print(f"  all     {total:5.0%}   (target >= 80%)")
-    print("shape    median [25%, 75%] of the named colour's largest blob: circularity | extent")
+    print("shape    median [25%, 75%] of the named color's largest blob: circularity | extent")
     for s in toy_world.SHAPES:
         c1, f1 = (np.percentile(list(m[s].values()), [50, 25, 75]) for m in (circ, fill))
         print(f"  {s:<8} {c1[0]:.3f} [{c1[1]:.3f}, {c1[2]:.3f}] | {f1[0]:.3f} [{f1[1]:.3f}, {f1[2]:.3f}]")
@@ -89,8 +89,8 @@ def bench_prompts(pipe, side: int, args) -> None:
         split = np.mean([v > threshold for v in measure["circle"].values()]
                         + [v <= threshold for v in measure["square"].values()])
         print(f"  by {name}: circle/square told apart (threshold {threshold}) in {split:.0%}; the circle "
-              f"scores higher than the square of the same colour and seed in {rounder:.0%}")
-    print(f"  blobs of the named colour per image: mean {np.mean(parts):.2f}, "
+              f"scores higher than the square of the same color and seed in {rounder:.0%}")
+    print(f"  blobs of the named color per image: mean {np.mean(parts):.2f}, "
           f"exactly one in {np.mean(np.equal(parts, 1)):.0%}")
 
 
@@ -131,23 +131,23 @@ def render_default(workdir: Path, model: Path, seed: int) -> Path:
     return workdir / "output" / "deforum"
 
 
-def prompt_colour(prompt: str) -> str:
-    return next(w for w in prompt.split() if w in toy_world.SHAPE_COLOURS)
+def prompt_color(prompt: str) -> str:
+    return next(w for w in prompt.split() if w in toy_world.SHAPE_COLORS)
 
 
 def print_carried_motion(frames: list[np.ndarray], table: pd.DataFrame, every: int = 4) -> None:
-    """How far the prompt's subject (its colour's mask) has turned and grown since the prompt's first
+    """How far the prompt's subject (its color's mask) has turned and grown since the prompt's first
     frame, measured frame to frame, against what the angle and zoom schedules asked for by then."""
     for prompt, rows in table.groupby("prompt", sort=False):
-        colour = prompt_colour(prompt)
-        masks = [toy_world.colour_mask(frames[i].astype(np.uint8), colour) for i in rows.index]
+        color = prompt_color(prompt)
+        masks = [toy_world.color_mask(frames[i].astype(np.uint8), color) for i in rows.index]
         turns, scales = zip(*(toy_world.turn_and_scale(a, b) for a, b in zip(masks, masks[1:])))
         turned, grew = np.cumsum(turns), np.cumprod(scales)
         asked_turn = rows["angle"].iloc[1:].cumsum().to_numpy()
         asked_zoom = rows["zoom"].iloc[1:].cumprod().to_numpy()
         picks = range(every - 1, len(turned), every)
         frame = [rows.index[k + 1] for k in picks]
-        print(f"    {colour} subject since frame {rows.index[0]}, measured/scheduled:\n      turn (deg) "
+        print(f"    {color} subject since frame {rows.index[0]}, measured/scheduled:\n      turn (deg) "
               + " ".join(f"f{f}:{turned[k]:.0f}/{asked_turn[k]:.0f}" for f, k in zip(frame, picks))
               + "\n      size       "
               + " ".join(f"f{f}:{grew[k]:.2f}/{asked_zoom[k]:.2f}" for f, k in zip(frame, picks)))
@@ -157,7 +157,7 @@ def bench_default_render(model: Path, args) -> None:
     """Frame-to-frame change of the default render with the toy model and with its random-init twin; how
     much of it the 2D motion explains (frame i vs frame i-1 warped by frame i's keys, against unwarped); and,
     for the toy model, how far its subjects turned and grew (print_carried_motion) and the share of each
-    keyframe prompt's colour over the frames."""
+    keyframe prompt's color over the frames."""
     print(f"\ndefault render (config/render.yaml, seed {args.render_seed}): mean |frame i - frame i-1| (0-255); "
           "|frame i - warp(frame i-1)| shows how much of that the motion carries")
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,11 +180,11 @@ def bench_default_render(model: Path, args) -> None:
                 print_carried_motion(frames, table)
                 rows = []
                 for prompt in table["prompt"].unique():
-                    c = prompt_colour(prompt)
-                    share = [toy_world.colour_mask(f.astype(np.uint8), c).mean() for f in frames]
+                    c = prompt_color(prompt)
+                    share = [toy_world.color_mask(f.astype(np.uint8), c).mean() for f in frames]
                     every_6th = "".join(f" f{i}:{share[i]:.0%}" for i in range(0, len(frames), 6))
                     rows.append(f"{c} ({prompt!r}){every_6th}")
-                print("    colour share per frame: " + "\n                            ".join(rows))
+                print("    color share per frame: " + "\n                            ".join(rows))
 
 
 def main() -> None:

@@ -8,14 +8,35 @@ import os
 import random
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 import jsonschema
 import yaml
 
 from deforum_steps import io
 
+# Other spellings of our keys that users bring (the guides', the notebook ports' and the webui's names for the
+# same setting): translated here, when the config is loaded, and nowhere else. `width`/`height` can also be
+# pinned from the command line, where Snakemake refuses the one-letter W and H.
+KEY_ALIASES = {
+    "width": "W",
+    "height": "H",
+    "model_checkpoint": "model",
+    "enable_perspective_flip": "flip_2d_perspective",
+    "enable_sampler_scheduling": "enable_schedule_samplers",
+    "use_mask_video": "use_video_mask",
+}
+# Keys Deforum has that change nothing here, with the reason, warned about when set to the value given.
+NO_EFFECT = {
+    "display_samples": (True, "no live preview yet: finished frames are in the output folder's frames/"),
+    "show_sample_per_step": (True, "no live preview yet: save_sample_per_step writes every step's image "
+                                   "(None mode)"),
+    "save_samples": (False, "every frame is kept: the frames are the render's cached stages and make the video"),
+    "strength_0_no_init": (False, "a frame without an init image is always txt2img with all steps, as in the "
+                                  "notebook"),
+}
 SEED_FILE = "resolved_seed.txt"
 LOCK_FILE = ".render.lock"
 MAX_SEED = 2**32 - 1
@@ -47,17 +68,19 @@ def load_schema(schema_path: str | os.PathLike) -> dict:
         return yaml.safe_load(f)
 
 
-def load_config(raw: Mapping[str, Any], schema_path: str | os.PathLike) -> dict:
+def load_config(raw: Mapping[str, Any], schema_path: str | os.PathLike, pinned: Iterable[str] = ()) -> dict:
     """Validated render config: every schema key, in schema order, defaults filled.
 
-    `raw` is the merged YAML config and `--config` overrides (scalars there arrive as int/float/str).
+    `raw` is the merged YAML config and `--config` overrides (scalars there arrive as int/float/str); `pinned`
+    names the keys set with `--config`, so that an alias given there (`width`) wins over the file's key (`W`).
     Raises ConfigError with one line naming the first bad key.
     """
     schema = load_schema(schema_path)
     props = schema["properties"]
+    raw = translate_aliases(raw, set(pinned))
     for key in raw:
         if key not in props:
-            raise ConfigError(f"{key}: unknown key{_suggest(str(key), props)}")
+            raise ConfigError(f"{key}: unknown key{_suggest(str(key), [*props, *KEY_ALIASES])}")
     cfg = {}
     for key, spec in props.items():
         value = copy.deepcopy(raw[key] if key in raw else spec["default"])
@@ -76,11 +99,52 @@ def load_config(raw: Mapping[str, Any], schema_path: str | os.PathLike) -> dict:
             rounded = cfg[key] - cfg[key] % 64
             print(f"config warning: {key}: {cfg[key]} rounded down to {rounded} (a multiple of 64)", file=sys.stderr)
             cfg[key] = rounded
+    for key, (value, reason) in NO_EFFECT.items():
+        if cfg[key] == value:
+            print(f"config warning: {key}: {str(value).lower()} changes nothing here: {reason}", file=sys.stderr)
+    _check_resume(cfg)
     return cfg
 
 
+def translate_aliases(raw: Mapping[str, Any], pinned: set[str] = frozenset()) -> dict:
+    """`raw` with every KEY_ALIASES spelling renamed to our key. Both spellings of one key is an error, unless
+    exactly one of them is `pinned` (given on the command line), which then wins."""
+    out = dict(raw)
+    for alias, key in KEY_ALIASES.items():
+        if alias in out:
+            if key in out and (alias in pinned) == (key in pinned):
+                raise ConfigError(f"{alias}: the same setting as {key}, which is also given; keep one of them")
+            value = out.pop(alias)
+            if key not in pinned:
+                out[key] = value
+    return out
+
+
+def _check_resume(cfg: Mapping[str, Any]) -> None:
+    """Every run continues the render in its output folder already; resume_from_timestring with
+    resume_timestring names another earlier render's folder (inside output_path) to continue instead."""
+    if not cfg["resume_from_timestring"]:
+        if cfg["resume_timestring"]:
+            print("config warning: resume_timestring: ignored without resume_from_timestring: true",
+                  file=sys.stderr)
+        return
+    name = cfg["resume_timestring"]
+    if not name:
+        print(f"config warning: resume_from_timestring: every run continues the render in {output_dir(cfg)}; "
+              "set resume_timestring to continue another render's folder", file=sys.stderr)
+        return
+    folder = Path(cfg["output_path"]) / name
+    if "/" in name or "\\" in name or not folder.is_dir():
+        renders = sorted(p.name for p in Path(cfg["output_path"]).glob("*/") if p.is_dir())
+        raise ConfigError(f"resume_timestring: no earlier render {name!r} in {cfg['output_path']} "
+                          f"(renders there: {', '.join(renders) or 'none'})")
+
+
 def output_dir(cfg: Mapping[str, Any]) -> Path:
-    """The render's output folder, OUT = output_path/batch_name."""
+    """The render's output folder, OUT = output_path/batch_name, or output_path/resume_timestring when
+    resume_from_timestring continues that earlier render."""
+    if cfg["resume_from_timestring"] and cfg["resume_timestring"]:
+        return Path(cfg["output_path"]) / cfg["resume_timestring"]
     return Path(cfg["output_path"]) / cfg["batch_name"]
 
 

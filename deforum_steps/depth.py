@@ -7,23 +7,49 @@ is resized back bicubically and converted with `(50 - d) / 19` (near = small dep
 a flat plane at depth 1 (the flat model's depth): weight 1 = the network's depth, 0 = flat, negative = relief
 inverted. Depth-Anything predicts the same kind of quantity and gets the same conversion.
 
+The job functions of rules/depth.smk come first. Planning imports this module: torch only inside functions.
+
 Weights are only read from local folders or the local Hugging Face cache (`local_files_only`), never
 downloaded. A network is loaded once per process and device and shared by every job (lock-protected cache).
 """
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
-import torch
 
+from . import io
 from .config import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 ALGORITHMS = ("flat", "midas-3-hybrid", "midas-3-large", "depth-anything", "tiny")
+
+
+def depth_map(*, diffused: str, depth: Sequence[str], depth_map: str, source: Mapping, motion: Mapping[int, Mapping],
+              settings: Mapping) -> None:
+    """Rule depth, map s:
+    1. warp diffusion d = s - s % c through frames d+1..s, with the earlier maps of the interval (`depth`);
+    2. predict the depth of that image with depth_algorithm (loaded once per process);
+    3. save it as depth_map (.npy)."""
+    from .animation import depth_frames, warp_source
+
+    depths = dict(zip(depth_frames(source), map(np.load, depth)))
+    image = warp_source(io.read_image(diffused), source, motion, settings, depths)
+    model = load_depth_model(settings["depth_algorithm"], settings["depth_model_path"], settings["map_location"],
+                             settings["midas_weight"])
+    io.save_array(depth_map, model.predict(image))
+
+
+def depth_png(*, depth_map: str, png: str) -> None:
+    """Rule depth_png (save_depth_maps): a depth map as a greyscale PNG, near = dark (depth_to_png)."""
+    io.write_image(png, depth_to_png(np.load(depth_map)))
 
 
 class DepthModel(Protocol):
@@ -76,6 +102,8 @@ class NetworkDepth:
         self.net, self.preprocess, self.device, self.midas_weight = net, preprocess, device, float(midas_weight)
 
     def predict(self, img: np.ndarray) -> np.ndarray:
+        import torch
+
         height, width = img.shape[:2]
         net_h, net_w = self.preprocess.net_size(height, width)
         x = cv2.resize(img.astype(np.float32) / 255.0, (net_w, net_h), interpolation=cv2.INTER_CUBIC)
@@ -94,6 +122,7 @@ class NetworkDepth:
 def tiny_network() -> torch.nn.Module:
     """A 140k-parameter randomly initialised DPT (MiDaS architecture), identical on every call: for tests and
     dry runs. The init range is chosen so its output spans ~0..15 like MiDaS', giving non-trivial depth."""
+    import torch
     from transformers import DPTConfig, DPTForDepthEstimation
 
     config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
@@ -143,6 +172,8 @@ def _load_pretrained(algorithm: str, model_path: str) -> torch.nn.Module:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    import torch
+
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

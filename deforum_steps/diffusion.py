@@ -9,57 +9,19 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
-import cv2
 import numpy as np
 import torch
 
 from .config import ConfigError
 from .io import atomic_path
+from .masks import latent_mask, overlay
 from .models import Pipeline, get_pipeline
+from .prompts import weighted_parts
+from .samplers import SAMPLERS, denoise_steps, resolve_sampler
 
 # ---- samplers --------------------------------------------------------------------------------------
-
-# Deforum name -> (diffusers scheduler class name, config overrides)
-SAMPLERS = {
-    "klms": ("LMSDiscreteScheduler", {}),
-    "dpm2": ("KDPM2DiscreteScheduler", {}),
-    "dpm2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
-    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "ddim": ("DDIMScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-}
-# AUTOMATIC1111 webui names (a " Karras" suffix turns on Karras sigmas).
-WEBUI_SAMPLERS = {
-    "lms": "klms",
-    "dpm2": "dpm2",
-    "dpm2 a": "dpm2_ancestral",
-    "heun": "heun",
-    "euler": "euler",
-    "euler a": "euler_ancestral",
-    "plms": "plms",
-    "ddim": "ddim",
-    "dpm++ 2m": "dpmpp_2m",
-}
-
-
-def resolve_sampler(name: str) -> tuple[str, bool]:
-    """(Deforum sampler name, Karras sigmas forced by a webui "… Karras" name) for a Deforum or webui name."""
-    key = " ".join(str(name).lower().split())
-    karras = key.endswith(" karras")
-    key = key.removesuffix(" karras")
-    if key in SAMPLERS and not karras:
-        return key, False
-    if key in WEBUI_SAMPLERS:
-        return WEBUI_SAMPLERS[key], karras
-    known = ", ".join(list(SAMPLERS) + ["or a webui name such as 'Euler a', 'DPM++ 2M Karras'"])
-    raise ConfigError(f"sampler: unknown sampler {name!r} (one of {known})")
 
 
 def make_scheduler(pipe: Pipeline, sampler: str, steps: int, *, use_karras_sigmas: bool = False):
@@ -107,36 +69,6 @@ def step_completed(scheduler) -> bool:
 
 # ---- prompt weighting (Deforum v0.6 "text:weight") -------------------------------------------------
 
-_SUBPROMPT = re.compile(
-    r"""(?P<prompt>(?:\\:|[^:])+)        # text up to the next unescaped ':'
-        (?::+(?P<weight>-?\d+(?:\.\d+)?)?\s*|$)  # ':weight' (missing weight = 1) or end of text""",
-    re.VERBOSE,
-)
-
-
-@dataclass
-class WeightedPrompt:
-    positive: list[tuple[str, float]]
-    negative: list[tuple[str, float]]  # negative weights, sign flipped: these go to the unconditional side
-
-
-def split_weighted_subprompts(text: str, normalize: bool = True) -> WeightedPrompt:
-    """Split "a cat:2 a dog:-1" into weighted sub-prompts; `\\:` is a literal colon, weight 0 drops a part.
-    With `normalize` the positive weights are scaled to sum to 1; negative weights are never normalised."""
-    positive, negative = [], []
-    for match in _SUBPROMPT.finditer(text):
-        part = match.group("prompt").replace("\\:", ":")
-        weight = float(match.group("weight") or 1.0)
-        if weight > 0:
-            positive.append((part, weight))
-        elif weight < 0:
-            negative.append((part, -weight))
-    if normalize and positive:
-        total = sum(w for _, w in positive)
-        positive = [(p, w / total) for p, w in positive]
-    return WeightedPrompt(positive, negative)
-
-
 def encode_text(pipe: Pipeline, texts: list[str]) -> torch.Tensor:
     """CLIP hidden states (len(texts), 77, D) in the model dtype."""
     ids = pipe.tokenizer(
@@ -152,42 +84,21 @@ def prompt_conditioning(
     *,
     prompt_weighting: bool = True,
     normalize_prompt_weights: bool = True,
-    log_weighted_subprompts: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cond, uncond), each (1, 77, D): weighted sums of sub-prompt encodings. Negative-weight sub-prompts and
-    the negative prompt (weight 1) make up the unconditional side; an empty side encodes ""."""
-    if prompt_weighting:
-        parts = split_weighted_subprompts(prompt, normalize_prompt_weights)
-    else:
-        parts = WeightedPrompt([(prompt, 1.0)], [])
-    negative = parts.negative + ([(negative_prompt, 1.0)] if negative_prompt else [])
-    if log_weighted_subprompts:
-        _log_subprompts(pipe, parts.positive, negative)
-    sides = [parts.positive or [("", 1.0)], negative or [("", 1.0)]]
+    """(cond, uncond), each (1, 77, D): weighted sums of sub-prompt encodings (prompts.weighted_parts). Negative-
+    weight sub-prompts and the negative prompt (weight 1) make up the unconditional side; an empty side encodes ""."""
+    parts = weighted_parts(prompt, negative_prompt, prompt_weighting=prompt_weighting,
+                           normalize_prompt_weights=normalize_prompt_weights)
+    sides = [parts.positive or [("", 1.0)], parts.negative or [("", 1.0)]]
     texts = sorted({text for side in sides for text, _ in side})
     encoded = dict(zip(texts, encode_text(pipe, texts).unsqueeze(1)))
     cond, uncond = (sum(w * encoded[text] for text, w in side) for side in sides)
     return cond, uncond
 
 
-def _log_subprompts(pipe: Pipeline, positive, negative) -> None:
-    limit = pipe.tokenizer.model_max_length - 2
-    for sign, side in (("+", positive), ("-", negative)):
-        for text, weight in side:
-            n = len(pipe.tokenizer(text).input_ids) - 2
-            cut = f", truncated to {limit}" if n > limit else ""
-            print(f"subprompt {sign}{weight:g}: {text!r} ({n} tokens{cut})")
-
-
 # ---- sampling --------------------------------------------------------------------------------------
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, number of steps, latent after the step)
-
-
-def steps_to_run(steps: int, strength: float, has_init: bool) -> int:
-    """Deforum's t_enc: the number of denoising steps img2img runs (all of them without an init); strength is
-    clamped to [0, 1] as in the reference."""
-    return int((1.0 - min(max(strength, 0.0), 1.0)) * steps) if has_init else steps
 
 
 @torch.inference_mode()
@@ -208,7 +119,6 @@ def denoise(
     use_karras_sigmas: bool = False,
     prompt_weighting: bool = True,
     normalize_prompt_weights: bool = True,
-    log_weighted_subprompts: bool = False,
     mask: np.ndarray | torch.Tensor | None = None,
     callback: StepCallback | None = None,
     conditioning: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -220,7 +130,7 @@ def denoise(
     if steps < 1:
         raise ConfigError(f"steps: {steps} is not a positive number of steps")
     shape = pipe.latent_shape(width, height)
-    t_enc = steps_to_run(steps, strength, init_latent is not None)
+    t_enc = denoise_steps(strength, steps, init_latent is not None)
     if init_latent is not None:
         init_latent = _check_latent(init_latent, shape).to(pipe.device)
         if t_enc == 0:
@@ -236,7 +146,6 @@ def denoise(
         negative_prompt,
         prompt_weighting=prompt_weighting,
         normalize_prompt_weights=normalize_prompt_weights,
-        log_weighted_subprompts=log_weighted_subprompts,
     )
     scheduler = make_scheduler(pipe, sampler, steps, use_karras_sigmas=use_karras_sigmas)
     timesteps = tail_timesteps(scheduler, steps, t_enc)
@@ -357,36 +266,50 @@ def load_latent(
     return latent
 
 
-# ---- None mode ---------------------------------------------------------------------------------------
+# ---- what jobs call: settings (dependencies.DIFFUSION_SETTINGS) and schedule rows in, images out ---------------
 
 
-def render_still(
-    cfg: Mapping, prompt: str, negative_prompt: str, seed: int, init_image: np.ndarray | None = None
-) -> np.ndarray:
-    """One still image (None mode): txt2img, or img2img from `init_image` at `strength`. RGB uint8 (H, W, 3)."""
-    pipe = get_pipeline(cfg)
-    width, height = cfg["W"], cfg["H"]
-    init_latent = None
-    if init_image is not None:
-        if init_image.shape[:2] != (height, width):
-            init_image = cv2.resize(init_image, (width, height), interpolation=cv2.INTER_LANCZOS4)
-        init_latent = encode_image(pipe, init_image)
+def encode(image: np.ndarray, settings: Mapping) -> torch.Tensor:
+    """RGB uint8 image → init latent, on the process-wide model of `settings`."""
+    return encode_image(get_pipeline(settings), image)
+
+
+def decode(latent: torch.Tensor, settings: Mapping) -> np.ndarray:
+    """Latent → RGB uint8 image, on the process-wide model of `settings`."""
+    return decode_latent(get_pipeline(settings), latent)
+
+
+def generate(init_latent: torch.Tensor | None, settings: Mapping, *, prompt: str, negative_prompt: str, seed: int,
+             steps: int, cfg_scale: float, sampler: str, strength: float = 0.0, mask: np.ndarray | None = None,
+             callback: StepCallback | None = None,
+             conditioning: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """txt2img (`init_latent` None) or img2img on the process-wide model of `settings` (W, H and the sampler
+    settings of dependencies.DIFFUSION_SETTINGS); `mask` (pixels, 1 = keep the init) is averaged down to the
+    latent grid. Returns (latent, RGB uint8 image)."""
+    pipe = get_pipeline(settings)
     latent = denoise(
-        pipe,
-        init_latent,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        steps=cfg["steps"],
-        strength=cfg["strength"],
-        cfg_scale=cfg["scale"],
-        sampler=cfg["sampler"],
-        seed=seed,
-        width=width,
-        height=height,
-        ddim_eta=cfg["ddim_eta"],
-        use_karras_sigmas=cfg["use_karras_sigmas"],
-        prompt_weighting=cfg["prompt_weighting"],
-        normalize_prompt_weights=cfg["normalize_prompt_weights"],
-        log_weighted_subprompts=cfg["log_weighted_subprompts"],
-    )
-    return decode_latent(pipe, latent)
+        pipe, init_latent, prompt=prompt, negative_prompt=negative_prompt, steps=steps, strength=strength,
+        cfg_scale=cfg_scale, sampler=sampler, seed=seed, width=settings["W"], height=settings["H"],
+        ddim_eta=settings["ddim_eta"], use_karras_sigmas=settings["use_karras_sigmas"],
+        prompt_weighting=settings["prompt_weighting"], normalize_prompt_weights=settings["normalize_prompt_weights"],
+        mask=None if mask is None else latent_mask(mask, pipe.latent_shape(settings["W"], settings["H"])[-2:]),
+        callback=callback, conditioning=conditioning)
+    return latent, decode_latent(pipe, latent)
+
+
+def row_arguments(row: Mapping) -> dict:
+    """A frame's sampling arguments from its schedule row (the columns of dependencies.DIFFUSION_COLUMNS but
+    strength, which the caller picks: strength_schedule, or `strength` for an init image)."""
+    return {"prompt": row["prompt"], "negative_prompt": row["negative_prompt"], "seed": row["seed_schedule"],
+            "steps": row["steps_schedule"], "cfg_scale": row["cfg_scale_schedule"], "sampler": row["sampler_schedule"]}
+
+
+def img2img(init: np.ndarray, row: Mapping, settings: Mapping, *, strength: float, mask: np.ndarray | None = None,
+            init_latent: torch.Tensor | None = None) -> np.ndarray:
+    """img2img from the RGB uint8 `init` (or its `init_latent`, when the caller keeps it) with the row's prompts,
+    seed, steps, cfg and sampler at `strength`. With `mask` (1 = keep the init) only the rest is diffused, and
+    with overlay_mask the init is pasted back through it after decoding. Returns RGB uint8."""
+    if init_latent is None:
+        init_latent = encode(init, settings)
+    _, image = generate(init_latent, settings, strength=strength, mask=mask, **row_arguments(row))
+    return overlay(image, init, mask) if mask is not None and settings["overlay_mask"] else image

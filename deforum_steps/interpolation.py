@@ -12,15 +12,12 @@ same starting noise, a small step in conditioning is a small step in the image, 
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping, Sequence
 
+from . import io
 from .config import ConfigError
-from .schedules import prompts_per_frame
-
-# Config keys besides the frame's prompts, t and row that change an interpolation frame.
-FRAME_SETTINGS = ("W", "H", "model", "model_config", "map_location", "dtype", "ddim_eta", "use_karras_sigmas",
-                  "prompt_weighting", "normalize_prompt_weights")
-ROW_KEYS = ("seed", "steps", "cfg_scale", "sampler")
+from .dependencies import DIFFUSION_SETTINGS, INTERPOLATION_COLUMNS, pick
+from .keyframes import prompts_per_frame
 
 
 def key_prompts(cfg: Mapping) -> list[tuple[int, str, str]]:
@@ -61,8 +58,8 @@ def job_params(spec: Mapping, prompts: list[tuple[int, str, str]], row: Mapping,
     the frames that show it."""
     a = prompts[spec["a"]][1:]
     b = prompts[spec["b"]][1:] if spec["t"] > 0 else a
-    return {"a": list(a), "b": list(b), "t": spec["t"], "row": {key: row[key] for key in ROW_KEYS},
-            "settings": {key: cfg[key] for key in FRAME_SETTINGS}}
+    return {"a": list(a), "b": list(b), "t": spec["t"], "row": pick(row, INTERPOLATION_COLUMNS),
+            "settings": pick(cfg, DIFFUSION_SETTINGS)}
 
 
 def slerp(t: float, v0, v1, dot_threshold: float = 0.9995):
@@ -80,23 +77,27 @@ def slerp(t: float, v0, v1, dot_threshold: float = 0.9995):
     return out.to(v0.dtype)
 
 
-def render_frame(params: Mapping, model_cfg: Mapping):
-    """The RGB uint8 image of a frame from its frame_params: txt2img with the slerped conditioning."""
+def render_frame(*, image: str, a: Sequence[str], b: Sequence[str], t: float, row: Mapping,
+                 settings: Mapping) -> None:
+    """Rule interpolation_frame (params from job_params):
+    1. encode the two key prompts `a` and `b` (prompt, negative prompt) into their conditionings;
+    2. slerp them at `t`, each side of the guidance;
+    3. txt2img from the row's seed with that conditioning;
+    4. write the image."""
     from . import diffusion, models
 
-    pipe = models.get_pipeline(model_cfg)
-    settings, row, t = params["settings"], params["row"], params["t"]
+    pipe = models.get_pipeline(settings)
 
     def encode(prompt_and_negative):
         return diffusion.prompt_conditioning(pipe, *prompt_and_negative,
                                              prompt_weighting=settings["prompt_weighting"],
                                              normalize_prompt_weights=settings["normalize_prompt_weights"])
 
-    cond_a, uncond_a = encode(params["a"])
-    cond_b, uncond_b = encode(params["b"]) if params["b"] != params["a"] else (cond_a, uncond_a)
-    conditioning = (slerp(t, cond_a, cond_b), slerp(t, uncond_a, uncond_b))
-    latent = diffusion.denoise(
-        pipe, None, prompt="", conditioning=conditioning, steps=row["steps"], cfg_scale=row["cfg_scale"],
-        sampler=row["sampler"], seed=row["seed"], width=settings["W"], height=settings["H"],
-        ddim_eta=settings["ddim_eta"], use_karras_sigmas=settings["use_karras_sigmas"])
-    return diffusion.decode_latent(pipe, latent)
+    cond_a, uncond_a = encode(a)
+    cond_b, uncond_b = encode(b) if b != a else (cond_a, uncond_a)
+    _, result = diffusion.generate(
+        None, settings, prompt="", negative_prompt="", conditioning=(slerp(t, cond_a, cond_b),
+                                                                      slerp(t, uncond_a, uncond_b)),
+        seed=row["seed_schedule"], steps=row["steps_schedule"], cfg_scale=row["cfg_scale_schedule"],
+        sampler=row["sampler_schedule"])
+    io.write_image(image, result)

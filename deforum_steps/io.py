@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

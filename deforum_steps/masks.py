@@ -11,8 +11,8 @@ Departure from the notebook's overlay: it keeps only the mask's brightest value 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import cv2
 import numpy as np
@@ -21,21 +21,26 @@ from PIL import Image, ImageEnhance
 from .config import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-# Config keys that change how a mask file becomes a mask: a masked job's params hold these.
-MASK_SETTINGS = ("invert_mask", "mask_brightness_adjust", "mask_contrast_adjust", "overlay_mask")
 
 
-def load_mask(path: str | os.PathLike, size: tuple[int, int], *, invert: bool = False, brightness: float = 1.0,
-              contrast: float = 1.0) -> np.ndarray:
+def load_mask(path: str | os.PathLike, size: tuple[int, int], *, invert_mask: bool,
+              mask_brightness_adjust: float, mask_contrast_adjust: float) -> np.ndarray:
     """Mask image `path` as float32 (H, W) in 0..1 at size=(W, H), 1 = keep the init."""
     with Image.open(path) as image:
         grey = image.convert("L").resize(tuple(size), resample=Image.LANCZOS)
-    if brightness != 1:
-        grey = ImageEnhance.Brightness(grey).enhance(brightness)
-    if contrast != 1:
-        grey = ImageEnhance.Contrast(grey).enhance(contrast)
+    if mask_brightness_adjust != 1:
+        grey = ImageEnhance.Brightness(grey).enhance(mask_brightness_adjust)
+    if mask_contrast_adjust != 1:
+        grey = ImageEnhance.Contrast(grey).enhance(mask_contrast_adjust)
     mask = np.asarray(grey, dtype=np.float32) / 255.0
-    return np.clip(1.0 - mask if invert else mask, 0.0, 1.0)
+    return np.clip(1.0 - mask if invert_mask else mask, 0.0, 1.0)
+
+
+def read_mask(path: str | os.PathLike, settings: Mapping) -> np.ndarray:
+    """load_mask at the render's W x H with the mask settings (dependencies.MASK_SETTINGS) of `settings`."""
+    return load_mask(path, (settings["W"], settings["H"]), invert_mask=settings["invert_mask"],
+                     mask_brightness_adjust=settings["mask_brightness_adjust"],
+                     mask_contrast_adjust=settings["mask_contrast_adjust"])
 
 
 def latent_mask(mask: np.ndarray, latent_hw: tuple[int, int]) -> np.ndarray:
@@ -48,27 +53,6 @@ def overlay(image: np.ndarray, init: np.ndarray, mask: np.ndarray) -> np.ndarray
     """Paste `init` back over the decoded `image` through `mask` (1 = init): uint8 RGB, rounded."""
     m = mask[..., None].astype(np.float32)
     return np.rint(init * m + image * (1.0 - m)).astype(np.uint8)
-
-
-def mask_args(settings: Mapping) -> dict:
-    """load_mask's keyword arguments from the MASK_SETTINGS config keys."""
-    return {"invert": settings["invert_mask"], "brightness": settings["mask_brightness_adjust"],
-            "contrast": settings["mask_contrast_adjust"]}
-
-
-def masked_img2img(init: np.ndarray, mask_file: str | os.PathLike | None, row: Mapping, settings: Mapping,
-                   model_cfg: Mapping) -> np.ndarray:
-    """img2img from `init` (RGB uint8 at W x H) with `row`'s prompt, seed, strength, steps, cfg and sampler;
-    with a mask file, only its non-white areas are diffused (`settings` holds W, H, the frame settings and, with
-    a mask, MASK_SETTINGS). Returns RGB uint8."""
-    from . import frames  # torch, diffusers: only in jobs that diffuse
-
-    init_latent = frames.encode(init, model_cfg)
-    if mask_file is None:
-        return frames.diffuse(init_latent, row, settings, model_cfg)[1]
-    mask = load_mask(mask_file, (settings["W"], settings["H"]), **mask_args(settings))
-    _, image = frames.diffuse(init_latent, row, settings, model_cfg, mask=latent_mask(mask, init_latent.shape[-2:]))
-    return overlay(image, init, mask) if settings["overlay_mask"] else image
 
 
 def _readable_image(path: Path) -> bool:
@@ -100,7 +84,7 @@ def init_images(cfg: Mapping) -> list[Path]:
 def check_input_images(cfg: Mapping) -> None:
     """Fail before anything runs when an image the animation mode reads points nowhere: init images for
     None/2D/3D with use_init, mask_file with use_mask (Interpolation uses neither; Video Input's init is the
-    video, so its mask needs no use_init), and the colour coherence image of 2D/3D."""
+    video, so its mask needs no use_init), and the color coherence image of 2D/3D."""
     mode = cfg["animation_mode"]
     if mode in ("2D", "3D") and cfg["color_coherence"] == "Image":
         if not _readable_image(Path(cfg["color_coherence_image_path"])):

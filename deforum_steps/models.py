@@ -12,32 +12,24 @@ Nothing is ever downloaded: a missing model is a ConfigError that says what to f
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from .config import ConfigError
+from .dependencies import MODEL_SETTINGS, pick
+from .model_files import CHECKPOINT_SUFFIXES
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_DIR = REPO / "models" / "toy"
 
-# The config keys that select the model, with their defaults (config/schema.yaml); also the cache key.
-MODEL_KEYS = {
-    "model": "builtin:tiny",
-    "model_config": "",
-    "check_sha256": False,
-    "model_sha256": "",
-    "map_location": "auto",
-    "dtype": "auto",
-}
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -84,14 +76,10 @@ _lock = threading.Lock()
 _loaded: tuple[tuple, Pipeline] | None = None
 
 
-def model_settings(cfg: Mapping) -> dict:
-    return {key: cfg.get(key, default) for key, default in MODEL_KEYS.items()}
-
-
 def get_pipeline(cfg: Mapping) -> Pipeline:
     """The process-wide pipeline for `cfg`'s model settings, loaded on first use and shared by later jobs."""
     global _loaded
-    settings = model_settings(cfg)
+    settings = pick(cfg, MODEL_SETTINGS)
     key = tuple(settings.values())
     with _lock:
         if _loaded is None or _loaded[0] != key:
@@ -101,14 +89,14 @@ def get_pipeline(cfg: Mapping) -> Pipeline:
 
 
 def load_pipeline(cfg: Mapping) -> Pipeline:
-    """Load (uncached) the pipeline that `cfg`'s model settings describe."""
-    s = model_settings(cfg)
+    """Load (uncached) the pipeline that `cfg`'s model settings (dependencies.MODEL_SETTINGS) describe; the
+    checksum was verified when the workflow loaded (model_files.check_checksum)."""
+    s = pick(cfg, MODEL_SETTINGS)
     device = resolve_device(s["map_location"])
     dtype = resolve_dtype(s["dtype"], device)
     model = str(s["model"]).strip()
     path = Path(model).expanduser()
     if model == "builtin:tiny":
-        _refuse_checksum(s, model)
         return build_tiny(device, dtype)
     if path.suffix.lower() in CHECKPOINT_SUFFIXES and not path.is_dir():
         if not path.is_file():
@@ -116,10 +104,7 @@ def load_pipeline(cfg: Mapping) -> Pipeline:
                 f"model: no checkpoint at {path}: download the SD 1.x/2.x {path.suffix} file "
                 f"(e.g. v1-5-pruned-emaonly{path.suffix}) and put it at that path"
             )
-        if s["check_sha256"]:
-            verify_sha256(path, s["model_sha256"])
         return load_single_file(path, s["model_config"], device, dtype)
-    _refuse_checksum(s, model)
     return load_folder(model_folder(model), device, dtype)
 
 
@@ -246,27 +231,6 @@ def cached_hub_folder(repo_id: str) -> Path | None:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
         return None
-
-
-def verify_sha256(path: Path, expected: str) -> None:
-    if not expected:
-        raise ConfigError("model_sha256: check_sha256 is true but no expected digest is given")
-    digest = file_sha256(path)
-    if digest != expected.strip().lower():
-        raise ConfigError(f"model_sha256: {path} has sha256 {digest}, expected {expected.strip().lower()}")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _refuse_checksum(settings: Mapping, model: str) -> None:
-    if settings["check_sha256"]:
-        raise ConfigError(f"check_sha256: only a .safetensors/.ckpt checkpoint can be checked, model is {model!r}")
 
 
 def _first_line(e: BaseException) -> str:

@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from . import io
 from .config import ConfigError
-from .io import atomic_path
-from .masks import MASK_SETTINGS, init_images, latent_mask, overlay
-from .schedules import denoise_steps, prompts_per_frame, seed_sequence
+from .dependencies import MASK_SETTINGS, STILL_SETTINGS, pick
+from .keyframes import prompts_per_frame, seed_sequence
+from .masks import init_images, overlay, read_mask
+from .samplers import denoise_steps
 
-# Config keys that change every image; an image job's params hold these besides its prompts and seed, so an
-# edit elsewhere (another prompt, n_batch, make_grid, fps...) never reruns it.
-STILL_SETTINGS = ("W", "H", "steps", "scale", "sampler", "ddim_eta", "use_karras_sigmas", "prompt_weighting",
-                  "normalize_prompt_weights", "model", "model_config", "map_location", "dtype")
 GRID_PADDING = 2  # torchvision make_grid's default, which the notebook uses
 
 
@@ -54,12 +52,13 @@ def plan(cfg: Mapping) -> list[dict]:
 
 def job_params(image: Mapping, cfg: Mapping) -> dict:
     """What one image (an entry of `plan`) depends on besides its init and mask files: prompts, seed, the
-    STILL_SETTINGS, and with an init its strength (and the mask settings with use_mask)."""
-    settings = {key: cfg[key] for key in STILL_SETTINGS}
+    STILL_SETTINGS, and with an init its strength (and the mask settings with use_mask), so an edit elsewhere
+    (another prompt, n_batch, make_grid, fps...) never reruns it."""
+    settings = pick(cfg, STILL_SETTINGS)
     if image["init_image"] is not None:
         settings["strength"] = cfg["strength"]
         if cfg["use_mask"]:
-            settings.update({key: cfg[key] for key in MASK_SETTINGS})
+            settings.update(pick(cfg, MASK_SETTINGS))
     return {"prompt": image["prompt"], "negative_prompt": image["negative_prompt"], "seed": image["seed"],
             "settings": settings}
 
@@ -67,7 +66,7 @@ def job_params(image: Mapping, cfg: Mapping) -> dict:
 def steps_run(cfg: Mapping) -> int:
     """Denoising steps each image runs (one per save_sample_per_step file): all of them from noise, the
     notebook's int((1 - strength) * steps) from an init image."""
-    return denoise_steps(cfg["strength"], cfg["steps"]) if cfg["use_init"] else cfg["steps"]
+    return denoise_steps(cfg["strength"], cfg["steps"], cfg["use_init"])
 
 
 def prompt_images(images: Sequence[Mapping]) -> dict[int, list[int]]:
@@ -78,27 +77,34 @@ def prompt_images(images: Sequence[Mapping]) -> dict[int, list[int]]:
     return grids
 
 
-def render(params: Mapping, model_cfg: Mapping, init: np.ndarray | None = None, mask: np.ndarray | None = None,
-           on_step: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
-    """The image of `params` (job_params) on the process-wide model of `model_cfg`: txt2img, or img2img from
-    `init` (RGB uint8, W x H) at strength; with `mask` (float (H, W), 1 = keep the init) only the rest is
-    diffused, and with overlay_mask the init is pasted back through it. `on_step(i, image)` receives the
-    decoded latent after each step run. Returns RGB uint8 (H, W, 3)."""
-    from . import diffusion, models  # torch and diffusers: only in jobs that diffuse
+def render_image(*, init: Sequence[str], mask: Sequence[str], image: str, steps: Sequence[str], prompt: str,
+                 negative_prompt: str, seed: int, settings: Mapping) -> None:
+    """Rule still, one image:
+    1. read the init image at W x H, if any, and its mask;
+    2. txt2img, or img2img from the init at `strength` (with a mask only its non-white areas; overlay_mask
+       pastes the init back), writing the decoded latent of every step run to `steps` (save_sample_per_step);
+    3. write the image."""
+    from . import diffusion  # torch and diffusers: only in jobs that diffuse
 
-    pipe = models.get_pipeline(model_cfg)
-    settings = params["settings"]
-    init_latent = None if init is None else diffusion.encode_image(pipe, init)
-    callback = None if on_step is None else lambda i, n, latent: on_step(i, diffusion.decode_latent(pipe, latent))
-    latent = diffusion.denoise(
-        pipe, init_latent, prompt=params["prompt"], negative_prompt=params["negative_prompt"],
-        steps=settings["steps"], strength=settings.get("strength", 0.0), cfg_scale=settings["scale"],
-        sampler=settings["sampler"], seed=params["seed"], width=settings["W"], height=settings["H"],
-        ddim_eta=settings["ddim_eta"], use_karras_sigmas=settings["use_karras_sigmas"],
-        prompt_weighting=settings["prompt_weighting"], normalize_prompt_weights=settings["normalize_prompt_weights"],
-        mask=None if mask is None else latent_mask(mask, tuple(init_latent.shape[-2:])), callback=callback)
-    image = diffusion.decode_latent(pipe, latent)
-    return overlay(image, init, mask) if mask is not None and settings["overlay_mask"] else image
+    start = io.read_image(init[0], size=(settings["W"], settings["H"])) if init else None
+    pixel_mask = read_mask(mask[0], settings) if mask else None
+
+    def save_step(i, n, latent):
+        io.write_image(steps[i], diffusion.decode(latent, settings))
+
+    _, result = diffusion.generate(
+        None if start is None else diffusion.encode(start, settings), settings, prompt=prompt,
+        negative_prompt=negative_prompt, seed=seed, steps=settings["steps"], cfg_scale=settings["scale"],
+        sampler=settings["sampler"], strength=settings["strength"] if init else 0.0, mask=pixel_mask,
+        callback=save_step if steps else None)
+    if pixel_mask is not None and settings["overlay_mask"]:
+        result = overlay(result, start, pixel_mask)
+    io.write_image(image, result)
+
+
+def write_grid(*, images: Sequence[str], grid: str, grid_rows: int) -> None:
+    """Rule grid: one prompt's images side by side (make_grid), at most grid_rows rows."""
+    io.write_image(grid, make_grid([io.read_image(path) for path in images], grid_rows))
 
 
 def make_grid(images: Sequence[np.ndarray], rows: int, padding: int = GRID_PADDING) -> np.ndarray:
@@ -122,5 +128,5 @@ def write_table(images: Sequence[Mapping], path: str | os.PathLike) -> None:
     table = pd.DataFrame(list(images), columns=["prompt_index", "batch_index", "init_image", "seed", "prompt",
                                                 "negative_prompt"])
     table.insert(0, "image", [f"{k:05d}.png" for k in range(len(table))])
-    with atomic_path(path) as tmp:
+    with io.atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)

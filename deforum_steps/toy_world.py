@@ -1,4 +1,4 @@
-"""The toy visual world the builtin:toy model is trained on: one flat-coloured shape (circle, square,
+"""The toy visual world the builtin:toy model is trained on: one flat-colored shape (circle, square,
 triangle, star) at any position and size, turned up to MAX_TURN degrees either way, over a plain or gradient
 background, with a caption that names them. The turn is there so that a 2D render that turns the shape stays
 something the model knows: trained on upright shapes only, every img2img turned it back upright. Pure and
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# One RGB value per colour word: the model learns exactly these, and the measures classify against them.
-SHAPE_COLOURS = {
+# One RGB value per color word: the model learns exactly these, and the measures classify against them.
+SHAPE_COLORS = {
     "red": (220, 35, 35),
     "green": (40, 175, 60),
     "blue": (40, 80, 230),
@@ -20,9 +20,9 @@ SHAPE_COLOURS = {
     "orange": (250, 135, 25),
     "white": (245, 245, 245),
 }
-BACKGROUND_COLOURS = {**SHAPE_COLOURS, "black": (15, 15, 15), "gray": (128, 128, 128)}
+BACKGROUND_COLORS = {**SHAPE_COLORS, "black": (15, 15, 15), "gray": (128, 128, 128)}
 SHAPES = ("circle", "square", "triangle", "star")
-WORDS = ("a", "on", "background", "gradient", *BACKGROUND_COLOURS, *SHAPES)
+WORDS = ("a", "on", "background", "gradient", *BACKGROUND_COLORS, *SHAPES)
 
 # Every turn (0-360 degrees) made the shapes the model draws mushy within its 30-minute training budget
 # (measured: its squares no longer fuller than its circles), so shapes stay within 20 degrees of upright.
@@ -33,7 +33,7 @@ SUPERSAMPLE = 4  # draw at 4x and area-downsample: anti-aliased edges like a rea
 @dataclass(frozen=True)
 class Scene:
     shape: str
-    colour: str
+    color: str
     background: str
     gradient: bool  # background fades from `background` at the top to black at the bottom
     cx: float  # centre, as fractions of the width / height
@@ -43,19 +43,19 @@ class Scene:
 
     def caption(self, short: bool = False) -> str:
         """'a red circle on a blue background'; short form 'a red circle'."""
-        thing = f"a {self.colour} {self.shape}"
+        thing = f"a {self.color} {self.shape}"
         if short:
             return thing
         return f"{thing} on a {self.background} {'gradient' if self.gradient else 'background'}"
 
 
-def sample_scene(rng: np.random.Generator, shape: str | None = None, colour: str | None = None,
+def sample_scene(rng: np.random.Generator, shape: str | None = None, color: str | None = None,
                  background: str | None = None) -> Scene:
-    """A random scene; fixing shape/colour/background draws only the rest."""
+    """A random scene; fixing shape/color/background draws only the rest."""
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
-    colour = colour or list(SHAPE_COLOURS)[rng.integers(len(SHAPE_COLOURS))]
+    color = color or list(SHAPE_COLORS)[rng.integers(len(SHAPE_COLORS))]
     if background is None:
-        choices = [c for c in BACKGROUND_COLOURS if c != colour]
+        choices = [c for c in BACKGROUND_COLORS if c != color]
         background = choices[rng.integers(len(choices))]
     gradient = background != "black" and bool(rng.random() < 0.3)
     size = float(rng.uniform(0.16, 0.38))
@@ -63,7 +63,7 @@ def sample_scene(rng: np.random.Generator, shape: str | None = None, colour: str
     # Centre drawn so the whole shape is in the frame; a big rotated square that cannot fit is centred.
     low, high = bounds(shape, size, angle)
     cx, cy = (float(rng.uniform(-lo, 1 - hi)) if hi - lo < 1 else 0.5 for lo, hi in zip(low, high))
-    return Scene(shape, colour, background, gradient, cx, cy, size, angle)
+    return Scene(shape, color, background, gradient, cx, cy, size, angle)
 
 
 def scenes(seed: int, n: int) -> list[Scene]:
@@ -72,8 +72,8 @@ def scenes(seed: int, n: int) -> list[Scene]:
 
 
 def _background(scene: Scene, side: int) -> np.ndarray:
-    top = np.array(BACKGROUND_COLOURS[scene.background], np.float32)
-    bottom = np.array(BACKGROUND_COLOURS["black"], np.float32) if scene.gradient else top
+    top = np.array(BACKGROUND_COLORS[scene.background], np.float32)
+    bottom = np.array(BACKGROUND_COLORS["black"], np.float32) if scene.gradient else top
     ramp = np.linspace(0.0, 1.0, side, dtype=np.float32)[:, None, None]
     return np.broadcast_to(top * (1 - ramp) + bottom * ramp, (side, side, 3)).astype(np.uint8)
 
@@ -106,20 +106,20 @@ def draw(scene: Scene, side: int) -> np.ndarray:
     """Render the scene as an RGB uint8 (side, side, 3) image."""
     big = side * SUPERSAMPLE
     canvas = np.ascontiguousarray(_background(scene, big))
-    colour = tuple(int(v) for v in SHAPE_COLOURS[scene.colour])
+    color = tuple(int(v) for v in SHAPE_COLORS[scene.color])
     cx, cy, r = scene.cx * big, scene.cy * big, scene.size * big
     if scene.shape == "circle":
-        cv2.circle(canvas, (round(cx), round(cy)), round(r), colour, -1, cv2.LINE_AA)
+        cv2.circle(canvas, (round(cx), round(cy)), round(r), color, -1, cv2.LINE_AA)
     else:
         outline = _outline(scene.shape, cx, cy, r, scene.angle)
-        cv2.fillPoly(canvas, [np.round(outline).astype(np.int32)], colour, cv2.LINE_AA)
+        cv2.fillPoly(canvas, [np.round(outline).astype(np.int32)], color, cv2.LINE_AA)
     return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA)
 
 
-def colour_map(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]] = BACKGROUND_COLOURS,
+def color_map(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]] = BACKGROUND_COLORS,
                max_distance: float = 60.0) -> tuple[list[str], np.ndarray]:
-    """Label each pixel with its nearest palette colour (index into the returned names), -1 when no
-    palette colour is within max_distance (RGB Euclidean): edges, gradients and muddy pixels."""
+    """Label each pixel with its nearest palette color (index into the returned names), -1 when no
+    palette color is within max_distance (RGB Euclidean): edges, gradients and muddy pixels."""
     names = list(palette)
     ref = np.array([palette[n] for n in names], np.float32)
     dist = np.linalg.norm(rgb[..., None, :].astype(np.float32) - ref, axis=-1)
@@ -128,18 +128,18 @@ def colour_map(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]] = BACKG
     return names, labels
 
 
-def dominant_colour(rgb: np.ndarray, exclude: tuple[str, ...] = ()) -> str | None:
-    """The shape colour covering most pixels, ignoring the colours in `exclude` (the background)."""
-    palette = {n: c for n, c in SHAPE_COLOURS.items() if n not in exclude}
-    names, labels = colour_map(rgb, {**palette, **{n: BACKGROUND_COLOURS[n] for n in exclude}})
+def dominant_color(rgb: np.ndarray, exclude: tuple[str, ...] = ()) -> str | None:
+    """The shape color covering most pixels, ignoring the colors in `exclude` (the background)."""
+    palette = {n: c for n, c in SHAPE_COLORS.items() if n not in exclude}
+    names, labels = color_map(rgb, {**palette, **{n: BACKGROUND_COLORS[n] for n in exclude}})
     counts = np.bincount(labels[labels >= 0].ravel(), minlength=len(names))[: len(palette)]
     return names[int(counts.argmax())] if counts.max() > 0 else None
 
 
-def colour_mask(rgb: np.ndarray, colour: str, max_distance: float = 60.0) -> np.ndarray:
-    """Boolean mask of the pixels whose nearest world colour is `colour`."""
-    names, labels = colour_map(rgb, max_distance=max_distance)
-    return labels == names.index(colour)
+def color_mask(rgb: np.ndarray, color: str, max_distance: float = 60.0) -> np.ndarray:
+    """Boolean mask of the pixels whose nearest world color is `color`."""
+    names, labels = color_map(rgb, max_distance=max_distance)
+    return labels == names.index(color)
 
 
 def _largest_blob(mask: np.ndarray) -> np.ndarray | None:

@@ -13,9 +13,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import imageio_ffmpeg
 
@@ -46,10 +47,16 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _ffmpeg(args: Sequence[str | os.PathLike], loglevel: str = "error") -> subprocess.CompletedProcess:
-    """Run ffmpeg; `level+` tags every log line with its level so errors can be picked out reliably."""
+def _ffmpeg(args: Sequence[str | os.PathLike], loglevel: str = "error",
+            log: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run ffmpeg; `level+` tags every log line with its level so errors can be picked out reliably. With `log`,
+    the command and ffmpeg's messages (from level info) are written to that file (a rule's log:)."""
+    if log is not None:
+        loglevel = "info"
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", f"level+{loglevel}", *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    if log is not None:
+        io.write_text(log, "$ " + " ".join(cmd) + "\n" + proc.stderr)
     if proc.returncode != 0:
         raise FFmpegError(_error_line(proc.stderr) or f"ffmpeg exited with status {proc.returncode}", proc.stderr)
     return proc
@@ -164,7 +171,8 @@ def _select_expr(indices: Sequence[int]) -> str:
 
 
 def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, indices: Sequence[int], *,
-                   size: tuple[int, int] | None = None, key: str = "video_init_path") -> list[Path]:
+                   size: tuple[int, int] | None = None, key: str = "video_init_path",
+                   log: str | os.PathLike | None = None) -> list[Path]:
     """Write source frames `indices` (increasing) as RGB PNGs `out_dir/%05d.png`, numbered 0.. in order,
     resized to size=(W, H) if given (stretched, as Deforum does). All frames are decoded into a temp folder
     beside out_dir first, so a failure leaves out_dir as it was; numbered PNGs left from a longer earlier
@@ -186,7 +194,7 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, indices
             _ffmpeg(["-i", video, "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough",
                      "-frames:v", len(indices), "-pix_fmt", "rgb24",
                      # intermediate files: zlib level 1 writes ~4.5x faster than the default for ~15% more bytes
-                     "-compression_level", 1, "-start_number", 0, tmp / "%05d.png"])
+                     "-compression_level", 1, "-start_number", 0, tmp / "%05d.png"], log=log)
         except FFmpegError as e:
             raise ConfigError(f"{key}: not a readable video {video} ({e})") from None
         written = len(list(tmp.glob("*.png")))
@@ -229,8 +237,8 @@ def _image_sequence_input(frame_paths: Sequence[str | os.PathLike], fps: float, 
             "-frames:v", str(len(frame_paths))]
 
 
-def assemble_video(frame_paths: Sequence[str | os.PathLike], out_mp4: str | os.PathLike, *, fps: float,
-                   crf: int = 17, preset: str = "veryfast", codec: str = "libx264") -> None:
+def assemble_video(frame_paths: Sequence[str | os.PathLike], out_mp4: str | os.PathLike, *, fps: float, crf: int,
+                   preset: str, codec: str, log: str | os.PathLike | None = None) -> None:
     """Encode exactly len(frame_paths) frames at `fps` into an mp4 (yuv420p, BT.709-tagged, no audio).
     yuv420p needs even sides: an odd width or height gets one more column/row repeating the edge pixels
     (no stretch, no black or lost edge; scaling 33x17 to 34x18 also crashes the bundled libx265)."""
@@ -250,14 +258,15 @@ def assemble_video(frame_paths: Sequence[str | os.PathLike], out_mp4: str | os.P
             _ffmpeg(["-y", *inputs, "-vf", pad + "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
                      "-c:v", codec, "-crf", crf, "-preset", preset, *codec_args,
                      "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
-                     "-movflags", "+faststart", "-an", "-f", "mp4", tmp])
+                     "-movflags", "+faststart", "-an", "-f", "mp4", tmp], log=log)
 
 
-def assemble_gif(frame_paths: Sequence[str | os.PathLike], out_gif: str | os.PathLike, *, fps: float) -> None:
+def assemble_gif(frame_paths: Sequence[str | os.PathLike], out_gif: str | os.PathLike, *, fps: float,
+                 log: str | os.PathLike | None = None) -> None:
     """Looping GIF of exactly len(frame_paths) frames with a palette computed from all of them
     (palettegen buffers the whole sequence, so memory grows with frames x size)."""
     graph = "[0:v]split[a][b];[a]palettegen[p];[b][p]paletteuse"
     with tempfile.TemporaryDirectory() as links:
         inputs = _image_sequence_input(frame_paths, fps, Path(links))
         with io.atomic_path(out_gif) as tmp:
-            _ffmpeg(["-y", *inputs, "-filter_complex", graph, "-loop", "0", "-f", "gif", tmp])
+            _ffmpeg(["-y", *inputs, "-filter_complex", graph, "-loop", "0", "-f", "gif", tmp], log=log)

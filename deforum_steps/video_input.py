@@ -7,30 +7,21 @@ that Snakemake writes anyway: replanning decodes nothing, and a render that stop
 written nothing into its output folder.
 
 Each frame is then an independent img2img of its video frame at that frame's strength_schedule value and
-prompt (no warp, colour match or noise; cadence 1), so frames can run side by side.
+prompt (no warp, color match or noise; cadence 1), so frames can run side by side.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping
 
 from . import io
 from .config import ConfigError
+from .dependencies import EXTRACTION_SETTINGS, pick
+from .masks import read_mask
 from .video import VideoInfo, content_fingerprint, extract_frames, extraction_indices, probe_video
 
 PROBE_CACHE = Path(".snakemake") / "video_probes.json"
-EXTRACTION_SETTINGS = ("extract_nth_frame", "extract_from_frame", "extract_to_frame", "W", "H")
-# Config keys besides the frame's row that change a video input frame (its masks add masks.MASK_SETTINGS).
-FRAME_SETTINGS = ("W", "H", "model", "model_config", "map_location", "dtype", "ddim_eta", "use_karras_sigmas",
-                  "prompt_weighting", "normalize_prompt_weights")
-# The schedule columns an img2img reads: a frame's params hold only these, so an edited motion schedule
-# (meaningless here) reruns nothing.
-DIFFUSION_KEYS = ("prompt", "negative_prompt", "seed", "strength", "steps", "cfg_scale", "sampler")
-
-
-def diffusion_row(row: Mapping) -> dict:
-    return {key: row[key] for key in DIFFUSION_KEYS}
 
 
 def probe(path: str, key: str, cache_file: Path = PROBE_CACHE) -> tuple[VideoInfo, str]:
@@ -55,12 +46,12 @@ def probe(path: str, key: str, cache_file: Path = PROBE_CACHE) -> tuple[VideoInf
 
 
 def plan(cfg: Mapping) -> dict:
-    """What extraction writes, as {"video": source, "mask": source or None}, each source {"key", "path",
-    "params", "indices"}: `indices` the source frame numbers of the render's frames 0.., `params` what the
-    extracted frames depend on (content fingerprint and extraction settings; not the path, and the file's time
-    only with overwrite_extracted_frames).
+    """What extraction writes, as {"video": source, "mask": source or None}. Each source: "path", the video;
+    "extraction", what the extract job takes besides the files (its config key for errors, the source frame
+    numbers of the render's frames 0.., the size W x H); "depends", what else the extracted frames depend on
+    (the content fingerprint and the extraction settings; the file's time only with overwrite_extracted_frames).
     The mask video gives the same frame numbers as the video, so it must be at least as long."""
-    settings = {key: cfg[key] for key in EXTRACTION_SETTINGS}
+    settings = pick(cfg, EXTRACTION_SETTINGS)
     info, fingerprint = probe(cfg["video_init_path"], "video_init_path")
     indices = extraction_indices(info.n_frames, cfg["extract_nth_frame"], cfg["extract_from_frame"],
                                  cfg["extract_to_frame"])
@@ -75,8 +66,9 @@ def plan(cfg: Mapping) -> dict:
             raise ConfigError(f"video_mask_path: {cfg['video_mask_path']} has {mask_info.n_frames} frames, but the "
                               f"video input uses frames up to {indices[-1]}")
         sources["mask"] = ("video_mask_path", mask_fingerprint)
-    return {name: source and {"key": source[0], "path": cfg[source[0]], "indices": indices,
-                              "params": {"fingerprint": source[1], **settings, **_file_time(cfg, source[0])}}
+    return {name: source and {"path": cfg[source[0]],
+                              "extraction": {"key": source[0], "indices": indices, "size": [cfg["W"], cfg["H"]]},
+                              "depends": {"fingerprint": source[1], **settings, **_file_time(cfg, source[0])}}
             for name, source in sources.items()}
 
 
@@ -86,6 +78,22 @@ def _file_time(cfg: Mapping, key: str) -> dict:
     return {"mtime_ns": Path(cfg[key]).stat().st_mtime_ns} if cfg["overwrite_extracted_frames"] else {}
 
 
-def extract(source: Mapping, out_dir: str, cfg: Mapping) -> None:
-    """Write a planned source's frames as out_dir/%05d.png at W x H."""
-    extract_frames(source["path"], out_dir, source["indices"], size=(cfg["W"], cfg["H"]), key=source["key"])
+def extract(*, video: str, frames: Sequence[str], log: str, key: str, indices: Sequence[int], size: Sequence[int]
+            ) -> None:
+    """Rule extract_video_frames / extract_mask_frames: write the planned source frames `indices` of `video` as
+    the `frames` PNGs (one folder, numbered 0..) at size = (W, H); ffmpeg's messages go to `log`."""
+    extract_frames(video, Path(frames[0]).parent, indices, size=tuple(size), key=key, log=log)
+
+
+def render_frame(*, init: str, mask: Sequence[str], image: str, row: Mapping, settings: Mapping) -> None:
+    """Rule video_input_frame:
+    1. read the extracted video frame at W x H;
+    2. img2img from it at the frame's strength_schedule, masked by its mask frame or mask_file (white keeps
+       the video frame);
+    3. write the image."""
+    from . import diffusion  # torch, diffusers: only in jobs that diffuse
+
+    start = io.read_image(init, size=(settings["W"], settings["H"]))
+    result = diffusion.img2img(start, row, settings, strength=row["strength_schedule"],
+                               mask=read_mask(mask[0], settings) if mask else None)
+    io.write_image(image, result)

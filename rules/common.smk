@@ -1,14 +1,38 @@
-"""Shared by every stage: the output folder, per-frame schedule rows, the final targets, the run lock."""
-import sys
+"""Shared by every stage: the output folder and its paths, per-frame schedule rows and the params and inputs
+they feed, the final targets, the run lock. Helpers live here, so the stage files hold only rules."""
 
+from deforum_steps import animation, masks, prompts
+from deforum_steps.cadence import init_plan, tween_plan
 from deforum_steps.config import OutputBusy, lock_output, output_dir, record_seed
+from deforum_steps.dependencies import (
+    ANIMATION_SETTINGS,
+    DEPTH_SETTINGS,
+    DIFFUSION_COLUMNS,
+    DIFFUSION_SETTINGS,
+    FIRST_FRAME_SETTINGS,
+    MASK_SETTINGS,
+    MOTION_COLUMNS,
+    WARP_SETTINGS,
+    pick,
+)
 
 OUT = str(output_dir(config))
-
-# Final outputs per animation_mode, besides the schedule records: each stage's .smk appends its own
-# (e.g. MODE_TARGETS["2D"].append(f"{OUT}/video.mp4")). rule all in the Snakefile reads them after
-# every include.
-MODE_TARGETS = {"None": [], "2D": [], "3D": [], "Video Input": [], "Interpolation": []}
+MODE = config["animation_mode"]
+ANIMATED = MODE in ("2D", "3D")
+N_FRAMES = config["max_frames"]
+CADENCE = config["diffusion_cadence"] if ANIMATED else 1
+# 3D warps read depth maps; 2D ones, and 3D without use_depth_warping (a flat scene), none.
+USE_DEPTH = MODE == "3D" and config["use_depth_warping"]
+FRAMES = f"{OUT}/frames"
+# With cadence 1 the diffusions are the frames; with cadence c > 1 they go to diffused/ and are blended.
+DIFFUSED = FRAMES if CADENCE == 1 else f"{OUT}/diffused"
+# The final outputs, the input of the rule named all; each stage file adds its own.
+TARGETS = []
+# (where, prompt, negative prompt) of everything diffused, for log_weighted_subprompts; None and Interpolation
+# mode replace it with their images' and key prompts'.
+RENDERED_PROMPTS = [
+    (f"frame {i}", p, n) for i, p, n in zip(SCHEDULES.index, SCHEDULES["prompt"], SCHEDULES["negative_prompt"])
+]
 
 
 def schedule_outputs():
@@ -19,8 +43,16 @@ def schedule_outputs():
     return outputs
 
 
-def all_targets():
-    return [*schedule_outputs().values(), *MODE_TARGETS[config["animation_mode"]]]
+def frame_path(i):
+    return f"{FRAMES}/{int(i):05d}.png"
+
+
+def diffused_path(d):
+    return f"{DIFFUSED}/{int(d):05d}.png"
+
+
+def depth_path(s):
+    return f"{OUT}/depth/{int(s):05d}.npy"
 
 
 # Rows as plain Python values, converted once: thousands of per-frame jobs read them while the DAG is built.
@@ -34,11 +66,101 @@ def frame_params(frame):
     return _ROWS[int(frame)]
 
 
+def mask_settings():
+    """With use_mask, how the mask file becomes a mask changes every masked diffusion."""
+    return pick(config, MASK_SETTINGS) if config["use_mask"] else {}
+
+
+def mask_input():
+    return [config["mask_file"]] if config["use_mask"] else []
+
+
+# ---- 2D / 3D: rules/animation.smk and rules/depth.smk --------------------------------------------------
+# One input and one params function per rule: Snakemake inspects a function's signature at every call,
+# thousands of times while it plans a long render.
+
+ANIMATION_JOB_SETTINGS = {**pick(config, ANIMATION_SETTINGS), **mask_settings()} if ANIMATED else {}
+WARP_JOB_SETTINGS = pick(config, WARP_SETTINGS[MODE]) if ANIMATED else {}
+DEPTH_JOB_SETTINGS = pick(config, WARP_SETTINGS["3D"] + DEPTH_SETTINGS) if USE_DEPTH else {}
+
+
+def depth_inputs(*sources):
+    """The depth map files the warps of these plan sources read."""
+    return [depth_path(s) for s in animation.depth_frames(*sources)] if USE_DEPTH else []
+
+
+def motion_rows(*sources):
+    """{frame: its motion columns} for every warp of these plan sources: a warp job's share of the schedule."""
+    return {t: pick(frame_params(t), MOTION_COLUMNS[MODE]) for src in sources if src for t in src["warps"]}
+
+
+def color_reference():
+    """The image every diffusion's colors are matched to: frame 0 (= diffusion 0), or the configured image."""
+    if config["color_coherence"] == "None":
+        return []
+    if config["color_coherence"] == "Image":
+        return [config["color_coherence_image_path"]]
+    return [diffused_path(0)]
+
+
+def first_frame_inputs(wildcards):
+    return {"init": masks.init_images(config)[:1], "mask": mask_input()}
+
+
+def first_frame_params(wildcards):
+    return {"row": frame_params(0), "settings": {**ANIMATION_JOB_SETTINGS, **pick(config, FIRST_FRAME_SETTINGS)}}
+
+
+def diffusion_inputs(wildcards):
+    plan = init_plan(int(wildcards.i), CADENCE)
+    return {
+        "previous": diffused_path(plan["diffused_at"]),
+        "depth": depth_inputs(plan),
+        "reference": color_reference(),
+        "mask": mask_input(),
+    }
+
+
+def diffusion_params(wildcards):
+    d = int(wildcards.i)
+    plan = init_plan(d, CADENCE)
+    return {"row": frame_params(d), "plan": plan, "motion": motion_rows(plan), "settings": ANIMATION_JOB_SETTINGS}
+
+
+def blend_inputs(wildcards):
+    plan = tween_plan(int(wildcards.i), N_FRAMES, CADENCE)
+    sources = [src for src in (plan["prev"], plan["next"]) if src]
+    return {"diffused": [diffused_path(src["diffused_at"]) for src in sources], "depth": depth_inputs(*sources)}
+
+
+def blend_params(wildcards):
+    plan = tween_plan(int(wildcards.i), N_FRAMES, CADENCE)
+    return {"plan": plan, "motion": motion_rows(plan["prev"], plan["next"]), "settings": WARP_JOB_SETTINGS}
+
+
+def depth_source(wildcards):
+    """The image depth map s is predicted on, as a plan source: the `next` side of tween frame s."""
+    return tween_plan(int(wildcards.s), N_FRAMES, CADENCE)["next"]
+
+
+def depth_job_inputs(wildcards):
+    source = depth_source(wildcards)
+    return {"diffused": diffused_path(source["diffused_at"]), "depth": depth_inputs(source)}
+
+
+def depth_params(wildcards):
+    source = depth_source(wildcards)
+    return {"source": source, "motion": motion_rows(source), "settings": DEPTH_JOB_SETTINGS}
+
+
+# ---- the run ------------------------------------------------------------------------------------------
+
 _run_lock = None
 
 
 def start_run():
-    """onstart: a real run (not -n, not --list-*) starts: lock OUT against a concurrent run, record the drawn seed.
+    """onstart: a real run (not -n, not --list-*) starts: lock OUT against a concurrent run, record the drawn
+    seed, and with log_weighted_subprompts print how each prompt is weighted.
 
     Snakemake's own lock is off (nolock in the profile) because it stays behind after kill -9.
     """
@@ -49,3 +171,6 @@ def start_run():
         sys.exit(f"error: {e}")
     if RANDOM_SEED:
         record_seed(config, config["seed"])
+    if config["log_weighted_subprompts"]:
+        for line in prompts.log_lines(RENDERED_PROMPTS, config):
+            print(line, file=sys.stderr)

@@ -1,5 +1,7 @@
-"""Evaluate every schedule per frame; record the table (CSV + plot) and the resolved settings."""
-from deforum_steps import report
+"""Every schedule evaluated per frame: the table as schedules.csv and schedules.png, and the resolved settings
+(job function: deforum_steps/schedules.py)."""
+
+from deforum_steps import schedules
 
 
 rule schedules:
@@ -9,4 +11,7 @@ rule schedules:
         # the whole resolved config: any edit rewrites the records, an unchanged config reruns nothing
         cfg=config,
     run:
-        report.write_schedule_records(params.cfg, output.csv, output.png, output.get("settings"))
+        schedules.write_records(params.cfg, **output)
+
+
+TARGETS.extend(schedule_outputs().values())

@@ -1,45 +1,41 @@
-"""Video assembly: the frames → video.mp4 (and video.gif). Its params are only the encoding settings, so
-changing fps, crf, preset or codec reruns this job alone, which loads no model."""
+"""Video assembly: FINAL_FRAMES (set by the mode's stage file) → video.mp4 (and video.gif); job functions in
+deforum_steps/video.py. Its params are only the encoding settings, so changing fps, crf, preset or codec
+reruns this job alone, which loads no model. ffmpeg's messages go to logs/."""
 
-
-def video_targets(frame_paths):
-    """What a mode's render ends in: its frames and their mp4 (+ gif). The frames are targets themselves so
-    that a deleted frame is made again: Snakemake leaves a missing intermediate file alone while the files
-    made from it are up to date."""
-    if config["skip_video"]:
-        return frame_paths
-    return [*frame_paths, f"{OUT}/video.mp4"] + ([f"{OUT}/video.gif"] if config["make_gif"] else [])
-
-
-def final_frames():
-    """Every frame the current mode writes, in order (each mode's .smk sets FINAL_FRAMES)."""
-    return FINAL_FRAMES[config["animation_mode"]]
-
-
-FINAL_FRAMES = {}
+from deforum_steps import video
+from deforum_steps.dependencies import VIDEO_SETTINGS
 
 
 rule video:
     input:
-        frames=lambda wc: final_frames(),
+        frames=FINAL_FRAMES,
     output:
-        f"{OUT}/video.mp4",
+        video=f"{OUT}/video.mp4",
+    log:
+        f"{OUT}/logs/video.log",
     params:
-        encoding={key: config[key] for key in ("fps", "crf", "preset", "codec")},
+        encoding=pick(config, VIDEO_SETTINGS),
     run:
-        from deforum_steps.video import assemble_video
-
-        assemble_video(list(input.frames), output[0], **params.encoding)
+        video.assemble_video(input.frames, output.video, **params.encoding, log=log[0])
 
 
 rule gif:
     input:
-        frames=lambda wc: final_frames(),
+        frames=FINAL_FRAMES,
     output:
-        f"{OUT}/video.gif",
+        gif=f"{OUT}/video.gif",
+    log:
+        f"{OUT}/logs/gif.log",
     params:
         fps=config["fps"],
     run:
-        from deforum_steps.video import assemble_gif
+        video.assemble_gif(input.frames, output.gif, fps=params.fps, log=log[0])
 
-        assemble_gif(list(input.frames), output[0], fps=params.fps)
+
+# The frames are targets themselves so that a deleted frame is made again: Snakemake leaves a missing
+# intermediate file alone while the files made from it are up to date.
+TARGETS.extend(FINAL_FRAMES)
+if not config["skip_video"]:
+    TARGETS.append(f"{OUT}/video.mp4")
+    if config["make_gif"]:
+        TARGETS.append(f"{OUT}/video.gif")

@@ -235,7 +235,7 @@ def train_diffusion(unet, text_encoder, scenes: LatentSet, scaling: float, args,
         latents, ids = scenes.batch(rng, args.unet_batch, scaling)
         t = torch.from_numpy(rng.integers(0, 1000, len(ids)))
         # Offset noise: SD's schedule leaves ~7% of the signal at t=999, so without it the model learns to
-        # read the image's mean colour from the noise and cannot move off the noise's mean (no black).
+        # read the image's mean color from the noise and cannot move off the noise's mean (no black).
         noise = torch.randn_like(latents) + args.offset_noise * torch.randn(len(latents), 4, 1, 1)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise

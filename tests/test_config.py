@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from deforum_steps.config import (
+    KEY_ALIASES,
     ConfigError,
     OutputBusy,
     load_config,
@@ -58,7 +59,9 @@ def test_defaults_alone_are_a_valid_config():
     assert list(cfg) == list(load_schema(SCHEMA)["properties"])
     assert cfg["animation_mode"] == "2D" and cfg["max_frames"] == 48 and cfg["diffusion_cadence"] == 1
     assert cfg["seed"] == -1 and cfg["color_coherence"] == "Match Frame 0 LAB"
-    assert output_dir(cfg) == output_dir({"output_path": "output", "batch_name": "deforum"})
+    assert output_dir(cfg) == output_dir({"output_path": "output", "batch_name": "deforum",
+                                          "resume_from_timestring": False, "resume_timestring": ""})
+    assert str(output_dir(cfg)) == "output/deforum"
 
 
 def test_default_render_config(capsys):
@@ -177,7 +180,8 @@ def test_output_lock_is_exclusive_and_dies_with_its_process(tmp_path):
     # a holder killed with SIGKILL leaves no stale lock
     child = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from deforum_steps.config import lock_output; "
-        f"f = lock_output({{'output_path': {str(tmp_path)!r}, 'batch_name': 'b'}}); print('locked', flush=True); "
+        f"f = lock_output({{'output_path': {str(tmp_path)!r}, 'batch_name': 'b', 'resume_from_timestring': False, "
+        "'resume_timestring': ''}); print('locked', flush=True); "
         "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "locked"
@@ -187,3 +191,100 @@ def test_output_lock_is_exclusive_and_dies_with_its_process(tmp_path):
         child.kill()
         child.wait()
     lock_output(cfg).close()
+
+
+# --------------------------------------------------------------------------------------------
+# other spellings of our keys, keys that change nothing, resume
+
+
+def test_key_aliases_are_translated_at_load():
+    assert KEY_ALIASES == {
+        "width": "W", "height": "H", "model_checkpoint": "model",
+        "enable_perspective_flip": "flip_2d_perspective", "enable_sampler_scheduling": "enable_schedule_samplers",
+        "use_mask_video": "use_video_mask",
+    }
+    cfg = load(width=192, height=256, model_checkpoint="builtin:tiny", enable_perspective_flip=True,
+               enable_sampler_scheduling=True, use_mask_video=True)
+    assert (cfg["W"], cfg["H"], cfg["model"]) == (192, 256, "builtin:tiny")
+    assert cfg["flip_2d_perspective"] is True and cfg["enable_schedule_samplers"] is True
+    assert cfg["use_video_mask"] is True
+    assert not set(KEY_ALIASES) & set(cfg)  # only our spelling is kept, in schema order
+    assert list(cfg) == list(load_schema(SCHEMA)["properties"])
+    assert cfg == load(W=192, H=256, model="builtin:tiny", flip_2d_perspective=True, enable_schedule_samplers=True,
+                       use_video_mask=True)
+
+
+def test_key_aliases_from_the_command_line_are_coerced_and_rounded(capsys):
+    # `snakemake --config width=200 height=128 enable_perspective_flip=true`: Snakemake refuses W=..., and hands
+    # over what does not parse as a number as text
+    cfg = load(width="200", height="128", enable_perspective_flip="true")
+    assert (cfg["W"], cfg["H"], cfg["flip_2d_perspective"]) == (192, 128, True)
+    assert capsys.readouterr().err.splitlines() == ["config warning: W: 200 rounded down to 192 (a multiple of 64)"]
+    assert error_of(width="wide") == "W: 'wide' is not an integer"
+
+
+@pytest.mark.parametrize("alias, key", list(KEY_ALIASES.items()))
+def test_both_spellings_of_a_key_is_an_error(alias, key):
+    value = load()[key]
+    assert error_of(**{alias: value, key: value}) == (
+        f"{alias}: the same setting as {key}, which is also given; keep one of them")
+
+
+def test_unknown_key_suggests_an_alias_too():
+    assert error_of(widht=128) == "widht: unknown key (did you mean 'width'?)"
+
+
+def test_keys_that_change_nothing_warn(capsys):
+    load()
+    assert capsys.readouterr().err == ""
+    load(display_samples=False, show_sample_per_step=False, save_samples=True, strength_0_no_init=True)
+    assert capsys.readouterr().err == ""
+    cfg = load(display_samples=True, show_sample_per_step="true", save_samples=False, strength_0_no_init="false")
+    assert (cfg["display_samples"], cfg["show_sample_per_step"]) == (True, True)
+    assert (cfg["save_samples"], cfg["strength_0_no_init"]) == (False, False)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" changes nothing here: ")[0] for line in lines] == [
+        "config warning: display_samples: true",
+        "config warning: show_sample_per_step: true",
+        "config warning: save_samples: false",
+        "config warning: strength_0_no_init: false",
+    ]
+    assert all(len(line.split(" changes nothing here: ")[1]) > 10 for line in lines)  # with the reason
+
+
+def test_resume_timestring_renders_into_that_earlier_render(tmp_path, capsys):
+    with pytest.raises(ConfigError) as info:
+        load(output_path=str(tmp_path), resume_from_timestring=True, resume_timestring="20220829210106")
+    assert str(info.value) == (f"resume_timestring: no earlier render '20220829210106' in {tmp_path} "
+                               "(renders there: none)")
+    (tmp_path / "deforum").mkdir()
+    (tmp_path / "20220829210106").mkdir()
+    (tmp_path / "a_file").write_text("")
+    assert error_of(output_path=str(tmp_path), resume_from_timestring=True, resume_timestring="2022") == (
+        f"resume_timestring: no earlier render '2022' in {tmp_path} (renders there: 20220829210106, deforum)")
+    # a name is a folder of output_path, not a path
+    assert error_of(output_path=str(tmp_path), resume_from_timestring=True,
+                    resume_timestring="../" + tmp_path.name + "/deforum").startswith(
+        "resume_timestring: no earlier render ")
+    capsys.readouterr()
+    cfg = load(output_path=str(tmp_path), resume_from_timestring=True, resume_timestring="20220829210106", seed=-1)
+    assert capsys.readouterr().err == ""
+    assert output_dir(cfg) == tmp_path / "20220829210106"
+    # the seed, the lock and the output folder all follow it
+    record_seed(cfg, 123)
+    assert (tmp_path / "20220829210106" / "resolved_seed.txt").read_text() == "123\n"
+    assert resolve_seed(cfg) == 123
+    lock_output(cfg).close()
+    assert (tmp_path / "20220829210106" / ".render.lock").exists()
+    assert not (tmp_path / "deforum" / ".render.lock").exists()
+
+
+def test_resume_settings_without_the_other_warn_and_keep_batch_name(tmp_path, capsys):
+    cfg = load(output_path=str(tmp_path), batch_name="b", resume_timestring="20220829210106")
+    assert output_dir(cfg) == tmp_path / "b"
+    assert capsys.readouterr().err.splitlines() == [
+        "config warning: resume_timestring: ignored without resume_from_timestring: true"]
+    cfg = load(output_path=str(tmp_path), batch_name="b", resume_from_timestring=True)
+    assert output_dir(cfg) == tmp_path / "b"
+    err = capsys.readouterr().err
+    assert err.startswith("config warning: resume_from_timestring: ") and str(tmp_path / "b") in err

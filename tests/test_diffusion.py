@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deforum_steps import diffusion as D
-from deforum_steps import models
+from deforum_steps import models, prompts, samplers
 from deforum_steps.config import ConfigError
 
 SIZE = 64  # latent 8x8: every test here is cheap
@@ -77,17 +77,18 @@ def test_strength_zero_ignores_init(pipe, init):
 @pytest.mark.parametrize("strength,steps", [(0.65, 20), (0.3, 10), (0.85, 25), (0.8, 20), (0.0, 4)])
 def test_runs_int_one_minus_strength_times_steps(pipe, init, sampler, strength, steps):
     expected = int((1 - strength) * steps)
-    assert D.steps_to_run(steps, strength, True) == expected
+    assert samplers.denoise_steps(strength, steps, True) == expected
     assert count_steps(pipe, init, sampler=sampler, strength=strength, steps=steps) == expected
 
 
 def test_without_init_all_steps_run(pipe):
+    assert samplers.denoise_steps(0.65, 5, False) == 5
     assert count_steps(pipe, None, strength=0.65, steps=5) == 5
 
 
 def test_steps_match_reference_table(conformance):
     for row in json.loads((conformance / "seeds_steps.json").read_text())["strength_to_steps"]:
-        assert D.steps_to_run(row["steps"], row["strength"], True) == row["notebook_t_enc"], row
+        assert samplers.denoise_steps(row["strength"], row["steps"], True) == row["notebook_t_enc"], row
 
 
 def test_plms_img2img_keeps_its_warm_up_shape(pipe):
@@ -107,7 +108,7 @@ def test_img2img_starts_from_the_noised_init(pipe, init):
 # ---- samplers -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampler", list(D.SAMPLERS))
+@pytest.mark.parametrize("sampler", list(samplers.SAMPLERS))
 def test_every_sampler_runs(pipe, init, sampler):
     out = run(pipe, init, sampler=sampler, steps=4, ddim_eta=0.5)
     assert out.isfinite().all() and torch.equal(out, run(pipe, init, sampler=sampler, steps=4, ddim_eta=0.5))
@@ -122,16 +123,16 @@ def test_karras_sigmas(pipe, sampler):
 
 
 def test_sampler_names():
-    assert D.resolve_sampler("euler_ancestral") == ("euler_ancestral", False)
-    assert D.resolve_sampler("dpm2_Ancestral") == ("dpm2_ancestral", False)  # as the user docs spell it
+    assert samplers.resolve_sampler("euler_ancestral") == ("euler_ancestral", False)
+    assert samplers.resolve_sampler("dpm2_Ancestral") == ("dpm2_ancestral", False)  # as the user docs spell it
     webui = {"Euler a": "euler_ancestral", "DPM++ 2M": "dpmpp_2m", "DPM2 a": "dpm2_ancestral", "LMS": "klms",
              "Heun": "heun", "DDIM": "ddim", "PLMS": "plms", "Euler": "euler", "DPM2": "dpm2"}
     for name, ours in webui.items():
-        assert D.resolve_sampler(name) == (ours, False)
-    assert D.resolve_sampler("DPM++ 2M Karras") == ("dpmpp_2m", True)
+        assert samplers.resolve_sampler(name) == (ours, False)
+    assert samplers.resolve_sampler("DPM++ 2M Karras") == ("dpmpp_2m", True)
     for bad in ("k_euler_magic", "euler b", "karras"):
         with pytest.raises(ConfigError, match="^sampler: "):
-            D.resolve_sampler(bad)
+            samplers.resolve_sampler(bad)
 
 
 def test_karras_refused_where_missing(pipe):
@@ -154,7 +155,7 @@ def test_weighted_subprompts_match_v06(conformance):
     for r in records:
         if "`" in r["text"]:  # backtick weights are frame maths, evaluated with the prompt schedule
             continue
-        got = D.split_weighted_subprompts(r["text"], normalize=not r["skip_normalize"])
+        got = prompts.split_weighted_subprompts(r["text"], normalize=not r["skip_normalize"])
         assert got.positive == [tuple(p) for p in r["positive"]], r
         assert got.negative == [tuple(p) for p in r["negative"]], r
         checked += 1
@@ -162,8 +163,8 @@ def test_weighted_subprompts_match_v06(conformance):
 
 
 def test_zero_weights_and_all_zero(pipe):
-    assert D.split_weighted_subprompts("a:0 b:1").positive == [("b", 1.0)]
-    assert D.split_weighted_subprompts("a:0.0").positive == []
+    assert prompts.split_weighted_subprompts("a:0 b:1").positive == [("b", 1.0)]
+    assert prompts.split_weighted_subprompts("a:0.0").positive == []
 
 
 def test_weights_shape_the_conditioning(pipe):
@@ -186,10 +187,19 @@ def test_weights_and_negative_prompt_change_the_image(pipe, init):
     assert torch.equal(weighted, run(pipe, init, prompt="a cat", negative_prompt="a dog"))
 
 
-def test_log_weighted_subprompts(pipe, capsys):
-    D.prompt_conditioning(pipe, "a cat:2 a dog:-1", "blurry", log_weighted_subprompts=True)
-    out = capsys.readouterr().out
-    assert "+1: 'a cat'" in out and "-1: 'a dog'" in out and "-1: 'blurry'" in out
+def test_log_weighted_subprompts():
+    settings = {"prompt_weighting": True, "normalize_prompt_weights": True}
+    rendered = [("frame 0", "a cat:2 a dog:-1", "blurry"), ("frame 1", "a cat:2 a dog:-1", "blurry"),
+                ("frame 2", "a cat:1 a bird:3", "")]
+    lines = prompts.log_lines(rendered, settings)
+    # one line per distinct (prompt, negative prompt), naming where it is first used
+    assert lines == ["weighted subprompts from frame 0: +1 'a cat'  -1 'a dog'  -1 'blurry'",
+                     "weighted subprompts from frame 2: +0.25 'a cat'  +0.75 'a bird'"]
+    # the same split as the conditioning encodes: normalisation and prompt_weighting off are honoured
+    unnormalized = prompts.log_lines(rendered[:1], {**settings, "normalize_prompt_weights": False})
+    assert unnormalized == ["weighted subprompts from frame 0: +2 'a cat'  -1 'a dog'  -1 'blurry'"]
+    whole = prompts.log_lines(rendered[:1], {**settings, "prompt_weighting": False})
+    assert whole == ["weighted subprompts from frame 0: +1 'a cat:2 a dog:-1'  -1 'blurry'"]
 
 
 # ---- mask -----------------------------------------------------------------------------------------
@@ -247,19 +257,7 @@ def test_latent_file_roundtrip(tmp_path, init):
         D.load_latent(tmp_path / "junk.safetensors")
 
 
-# ---- None mode ---------------------------------------------------------------------------------------
-
-
-def test_render_still(monkeypatch, pipe, conformance):
-    monkeypatch.setattr(models, "_loaded", (tuple(models.model_settings({}).values()), pipe))
-    cfg = dict(models.MODEL_KEYS, W=64, H=64, steps=4, scale=7, sampler="euler_ancestral", ddim_eta=0.0,
-               use_karras_sigmas=False, prompt_weighting=True, normalize_prompt_weights=True,
-               log_weighted_subprompts=False, strength=0.5)
-    image = D.render_still(cfg, "a cat", "", 7)
-    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
-    assert np.array_equal(image, D.render_still(cfg, "a cat", "", 7))
-    init_image = np.load(conformance / "inputs" / "test_image_128x128.npy")  # resized to W x H
-    assert D.render_still({**cfg, "strength": 1.0}, "a cat", "", 7, init_image).shape == (64, 64, 3)
+# ---- timing ------------------------------------------------------------------------------------------
 
 
 def test_tiny_frame_time(pipe, conformance):

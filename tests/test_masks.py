@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from deforum_steps import diffusion, io, masks, models
+from deforum_steps import diffusion, io, masks
 from deforum_steps.config import ConfigError, load_config
+from deforum_steps.dependencies import DIFFUSION_SETTINGS, MASK_SETTINGS, pick
 from helpers import SCHEMA
 
 W = H = 64
+# load_mask's adjustments (the config keys, all required) at their neutral values: the mask as drawn
+NEUTRAL = {"invert_mask": False, "mask_brightness_adjust": 1.0, "mask_contrast_adjust": 1.0}
 
 
 def write_grey(path: Path, values: np.ndarray) -> Path:
@@ -24,17 +27,17 @@ def test_load_mask_is_greyscale_0_to_1_white_kept(tmp_path):
     grey = np.zeros((H, W), np.uint8)
     grey[:, W // 2:] = 255
     grey[:8] = 128
-    mask = masks.load_mask(write_grey(tmp_path / "m.png", grey), (W, H))
+    mask = masks.load_mask(write_grey(tmp_path / "m.png", grey), (W, H), **NEUTRAL)
     assert mask.dtype == np.float32 and mask.shape == (H, W)
     assert mask[20, 0] == 0 and mask[20, -1] == 1 and mask[0, 0] == pytest.approx(128 / 255)
-    inverted = masks.load_mask(tmp_path / "m.png", (W, H), invert=True)
+    inverted = masks.load_mask(tmp_path / "m.png", (W, H), **{**NEUTRAL, "invert_mask": True})
     np.testing.assert_allclose(inverted, 1 - mask, atol=1e-7)
 
 
-def test_load_mask_reads_colour_as_luma_and_resizes(tmp_path):
+def test_load_mask_reads_color_as_luma_and_resizes(tmp_path):
     rgb = np.full((16, 32, 3), (0, 255, 0), np.uint8)  # pure green: ITU-R 601 luma 0.587 * 255 = 150
     io.write_image(tmp_path / "green.png", rgb)
-    mask = masks.load_mask(tmp_path / "green.png", (W, H))
+    mask = masks.load_mask(tmp_path / "green.png", (W, H), **NEUTRAL)
     assert mask.shape == (H, W)
     np.testing.assert_allclose(mask, 150 / 255, atol=1e-6)
 
@@ -45,11 +48,12 @@ def test_brightness_then_contrast_as_pil_image_enhance(tmp_path):
     grey = rng.integers(0, 256, (H, W)).astype(np.uint8)
     path = write_grey(tmp_path / "m.png", grey)
     expected = ImageEnhance.Contrast(ImageEnhance.Brightness(Image.fromarray(grey)).enhance(1.3)).enhance(0.6)
-    mask = masks.load_mask(path, (W, H), brightness=1.3, contrast=0.6)
+    mask = masks.load_mask(path, (W, H), invert_mask=False, mask_brightness_adjust=1.3, mask_contrast_adjust=0.6)
     np.testing.assert_array_equal(np.rint(mask * 255).astype(np.uint8), np.asarray(expected))
     # brightness 0.5 halves (truncating), contrast 0 is the flat mean
-    np.testing.assert_array_equal(np.rint(masks.load_mask(path, (W, H), brightness=0.5) * 255), grey // 2)
-    flat = masks.load_mask(path, (W, H), contrast=0.0)
+    halved = masks.load_mask(path, (W, H), **{**NEUTRAL, "mask_brightness_adjust": 0.5})
+    np.testing.assert_array_equal(np.rint(halved * 255), grey // 2)
+    flat = masks.load_mask(path, (W, H), **{**NEUTRAL, "mask_contrast_adjust": 0.0})
     assert np.unique(flat).size == 1 and flat[0, 0] == pytest.approx(int(grey.mean() + 0.5) / 255)
 
 
@@ -136,21 +140,23 @@ def test_masked_img2img_keeps_white_and_diffuses_black(tmp_path):
     half = write_grey(tmp_path / "half.png", grey)
     white = write_grey(tmp_path / "white.png", np.full((H, W), 255))
     black = write_grey(tmp_path / "black.png", np.zeros((H, W)))
-    row = {"prompt": "a red apple", "negative_prompt": "", "seed": 3, "strength": 0.25, "steps": 8,
-           "cfg_scale": 7.0, "sampler": "euler"}
-    settings = {key: config[key] for key in ("W", "H", "ddim_eta", "use_karras_sigmas", "prompt_weighting",
-                                             "normalize_prompt_weights", *masks.MASK_SETTINGS)}
-    out = masks.masked_img2img(init, half, row, settings, config)
+    row = {"prompt": "a red apple", "negative_prompt": "", "seed_schedule": 3, "strength_schedule": 0.25,
+           "steps_schedule": 8, "cfg_scale_schedule": 7.0, "sampler_schedule": "euler"}
+    settings = pick(config, (*DIFFUSION_SETTINGS, *MASK_SETTINGS))
+
+    def img2img(mask_file, settings):
+        mask = None if mask_file is None else masks.read_mask(mask_file, settings)
+        return diffusion.img2img(init, row, settings, strength=row["strength_schedule"], mask=mask)
+
+    out = img2img(half, settings)
     np.testing.assert_array_equal(out[:, :W // 2], init[:, :W // 2])
     assert np.abs(out[:, W // 2:].astype(int) - init[:, W // 2:]).mean() > 20
 
     no_overlay = {**settings, "overlay_mask": False}
-    pipe = models.get_pipeline(config)
-    reconstruction = diffusion.decode_latent(pipe, diffusion.encode_image(pipe, init))
-    unmasked = masks.masked_img2img(init, None, row, settings, config)
+    reconstruction = diffusion.decode(diffusion.encode(init, settings), settings)
+    unmasked = img2img(None, settings)
     assert not np.array_equal(unmasked, reconstruction)
-    np.testing.assert_array_equal(masks.masked_img2img(init, white, row, no_overlay, config), reconstruction)
-    np.testing.assert_array_equal(masks.masked_img2img(init, black, row, no_overlay, config), unmasked)
+    np.testing.assert_array_equal(img2img(white, no_overlay), reconstruction)
+    np.testing.assert_array_equal(img2img(black, no_overlay), unmasked)
     # inverted, the white mask diffuses everything
-    np.testing.assert_array_equal(masks.masked_img2img(init, white, row, {**no_overlay, "invert_mask": True}, config),
-                                  unmasked)
+    np.testing.assert_array_equal(img2img(white, {**no_overlay, "invert_mask": True}), unmasked)

@@ -1,15 +1,30 @@
+import hashlib
+import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from deforum_steps import models
-from deforum_steps.config import ConfigError
+from deforum_steps import model_files, models
+from deforum_steps.config import ConfigError, load_config
+from deforum_steps.dependencies import MODEL_SETTINGS, pick
 from deforum_steps.diffusion import denoise
+
+REPO = Path(__file__).resolve().parents[1]
+# The model settings' defaults live in the schema only; the tests load the offline builtin:tiny unless told.
+DEFAULTS = load_config({}, REPO / "config" / "schema.yaml")
+TINY = {**pick(DEFAULTS, MODEL_SETTINGS), "model": "builtin:tiny"}
+
+
+def settings(**overrides):
+    """The model settings load_pipeline reads (all of MODEL_SETTINGS): the schema defaults with `overrides`."""
+    return {**TINY, **overrides}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +40,9 @@ def tiny_folder(tiny, tmp_path_factory):
 
 
 def one_line_error(cfg, key):
+    """load_pipeline on `cfg` (over the default settings) fails with one line naming `key`."""
     with pytest.raises(ConfigError) as info:
-        models.load_pipeline(cfg)
+        models.load_pipeline(settings(**cfg))
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"{key}:"), message
     return message
@@ -88,7 +104,7 @@ def test_get_pipeline_loads_once_per_settings(monkeypatch):
 
     monkeypatch.setattr(models, "load_pipeline", fake_load)
     monkeypatch.setattr(models, "_loaded", None)
-    cfg = {"model": "builtin:tiny", "W": 64}
+    cfg = {**TINY, "W": 64}
     results = []
     threads = [threading.Thread(target=lambda: results.append(models.get_pipeline(cfg))) for _ in range(4)]
     for t in threads:
@@ -97,8 +113,13 @@ def test_get_pipeline_loads_once_per_settings(monkeypatch):
         t.join()
     assert len(calls) == 1 and all(r is results[0] for r in results)
     assert models.get_pipeline({**cfg, "W": 128, "steps": 5}) is results[0]  # non-model keys do not reload
+    # the checksum is checked when the workflow loads (model_files) and changes no image: no reload either
+    assert models.get_pipeline({**cfg, "check_sha256": True, "model_sha256": "0" * 64}) is results[0]
     assert models.get_pipeline({**cfg, "model": "other"}) is not results[0]
     assert calls == ["builtin:tiny", "other"]
+    for key in MODEL_SETTINGS:  # every model setting is required: no default outside the schema
+        with pytest.raises(KeyError, match=key):
+            models.get_pipeline({k: v for k, v in cfg.items() if k != key})
 
 
 def test_importing_loads_no_model():
@@ -110,19 +131,19 @@ def test_importing_loads_no_model():
 
 
 def test_diffusers_folder_loads_same_model(tiny, tiny_folder):
-    loaded = models.load_pipeline({"model": str(tiny_folder)})
+    loaded = models.load_pipeline(settings(model=str(tiny_folder)))
     assert torch.equal(small_latent(loaded), small_latent(tiny))
 
 
 def test_builtin_toy_is_the_models_toy_folder(tiny, tiny_folder, monkeypatch, tmp_path):
     monkeypatch.setattr(models, "TOY_DIR", tiny_folder)
-    assert torch.equal(small_latent(models.load_pipeline({"model": "builtin:toy"})), small_latent(tiny))
+    assert torch.equal(small_latent(models.load_pipeline(settings(model="builtin:toy"))), small_latent(tiny))
     monkeypatch.setattr(models, "TOY_DIR", tmp_path / "models" / "toy")
     assert "models/toy" in one_line_error({"model": "builtin:toy"}, "model")
 
 
 def test_bf16_on_cpu(tiny_folder):
-    pipe = models.load_pipeline({"model": str(tiny_folder), "dtype": "bf16", "map_location": "cpu"})
+    pipe = models.load_pipeline(settings(model=str(tiny_folder), dtype="bf16", map_location="cpu"))
     assert pipe.unet.dtype == torch.bfloat16
     latent = small_latent(pipe)
     assert latent.dtype == torch.float32 and latent.isfinite().all()
@@ -156,17 +177,95 @@ def test_single_file_needs_local_configs(tmp_path):
     one_line_error({"model": str(ckpt), "model_config": str(tmp_path / "missing")}, "model_config")
 
 
+def checksum_error(cfg, key, cache):
+    """check_checksum on `cfg` (over the defaults) fails with one line naming `key`."""
+    with pytest.raises(ConfigError) as info:
+        model_files.check_checksum({**DEFAULTS, **cfg}, cache)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{key}:"), message
+    return message
+
+
 def test_checksum(tmp_path):
+    cache = tmp_path / ".snakemake" / "sha256_digests.json"
     ckpt = tmp_path / "model.safetensors"
     ckpt.write_bytes(b"not really a checkpoint")
-    digest = models.file_sha256(ckpt)
-    message = one_line_error({"model": str(ckpt), "check_sha256": True, "model_sha256": "0" * 64}, "model_sha256")
+    digest = model_files.file_sha256(ckpt)
+    assert digest == hashlib.sha256(b"not really a checkpoint").hexdigest()
+    message = checksum_error({"model": str(ckpt), "check_sha256": True, "model_sha256": "0" * 64}, "model_sha256",
+                             cache)
     assert digest in message
-    one_line_error({"model": str(ckpt), "check_sha256": True}, "model_sha256")
-    # right digest: the check passes and loading the (bogus) file fails with its own one-line error
-    message = one_line_error({"model": str(ckpt), "check_sha256": True, "model_sha256": digest.upper()}, "model")
+    checksum_error({"model": str(ckpt), "check_sha256": True}, "model_sha256", cache)  # no digest given
+    # right digest, in any letter case: the check passes
+    assert model_files.check_checksum({**DEFAULTS, "model": str(ckpt), "check_sha256": True,
+                                       "model_sha256": digest.upper()}, cache) is None
+    # only a checkpoint file can be checked
+    for model in ("builtin:tiny", str(tmp_path), str(tmp_path / "missing.ckpt")):
+        message = checksum_error({"model": model, "check_sha256": True, "model_sha256": digest}, "check_sha256",
+                                 cache)
+        assert ".safetensors/.ckpt" in message
+    # check_sha256 off: nothing is checked or read
+    model_files.check_checksum({**DEFAULTS, "model": "builtin:tiny", "model_sha256": "0" * 64}, cache)
+    model_files.check_checksum({**DEFAULTS, "model": str(ckpt), "model_sha256": "0" * 64}, cache)
+
+
+def test_load_pipeline_leaves_the_checksum_to_the_workflow(tmp_path):
+    # load_pipeline reads only MODEL_SETTINGS: a wrong model_sha256 does not stop it, the bogus file does
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"not really a checkpoint")
+    message = one_line_error({"model": str(ckpt), "check_sha256": True, "model_sha256": "0" * 64}, "model")
     assert "cannot read the checkpoint" in message
-    one_line_error({"model": "builtin:tiny", "check_sha256": True, "model_sha256": digest}, "check_sha256")
+    assert isinstance(models.load_pipeline(settings(check_sha256=True, model_sha256="0" * 64)), models.Pipeline)
+
+
+def test_checksum_digest_cache(tmp_path, monkeypatch):
+    """A digest is computed once per file version (path, size, modification time) and kept in the cache file."""
+    cache = tmp_path / "state" / "sha256_digests.json"
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"version one")
+    hashed = []
+    real = model_files.file_sha256
+
+    def counting(path, *args, **kwargs):
+        hashed.append(Path(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(model_files, "file_sha256", counting)
+    digest = real(ckpt)
+    cfg = {**DEFAULTS, "model": str(ckpt), "check_sha256": True, "model_sha256": digest}
+    model_files.check_checksum(cfg, cache)
+    assert hashed == [ckpt] and digest in json.loads(cache.read_text()).values()
+    model_files.check_checksum(cfg, cache)  # replanning: the cached digest, the checkpoint is not read again
+    assert model_files.cached_sha256(ckpt, cache) == digest and len(hashed) == 1
+    assert [p.name for p in cache.parent.iterdir()] == ["sha256_digests.json"]  # written atomically
+
+    # a new version of the file (other size and modification time) is hashed again and checked against the digest
+    ckpt.write_bytes(b"version two, longer")
+    stat = ckpt.stat()
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    message = checksum_error({**cfg}, "model_sha256", cache)
+    assert len(hashed) == 2 and real(ckpt) in message
+    # the same size but a new modification time is a new version too
+    ckpt.write_bytes(b"version one")
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    model_files.check_checksum(cfg, cache)
+    assert len(hashed) == 3
+
+    # an unreadable cache file is rebuilt, never an error
+    cache.write_text("{not json")
+    model_files.check_checksum(cfg, cache)
+    assert len(hashed) == 4 and digest in json.loads(cache.read_text()).values()
+
+
+def test_checksum_cache_is_planning_state(tmp_path, monkeypatch):
+    """By default the digests are kept in the working directory's .snakemake/, beside Snakemake's own state."""
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"weights")
+    digest = model_files.file_sha256(ckpt)
+    model_files.check_checksum({**DEFAULTS, "model": str(ckpt), "check_sha256": True, "model_sha256": digest})
+    cached = json.loads((tmp_path / ".snakemake" / "sha256_digests.json").read_text())
+    assert list(cached.values()) == [digest]
 
 
 def test_device_and_dtype_errors():

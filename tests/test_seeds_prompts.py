@@ -1,11 +1,11 @@
 """Seeds per diffusion, strength -> steps, and prompts per frame against the recorded references."""
 import json
 
-import numpy as np
 import pytest
 
 from deforum_steps.config import ConfigError
-from deforum_steps.schedules import denoise_steps, evaluate_schedule, prompts_per_frame, seed_sequence
+from deforum_steps.keyframes import evaluate_schedule, prompts_per_frame, seed_sequence
+from deforum_steps.samplers import denoise_steps
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,9 @@ def test_denoise_steps_notebook_formula(seeds_steps):
         assert denoise_steps(rec["strength"], rec["steps"]) == rec["notebook_t_enc"], rec
     assert denoise_steps(0.65, 50) == 17
     assert denoise_steps(1.5, 20) == 0 and denoise_steps(-0.5, 20) == 20  # clamped like the notebook
+    # no init image (txt2img): every step, whatever the strength
+    assert denoise_steps(0.65, 50, has_init=False) == 50 and denoise_steps(1.0, 20, False) == 20
+    assert denoise_steps(0.65, 50, has_init=True) == 17
 
 
 # --------------------------------------------------------------------------------------------

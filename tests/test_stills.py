@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from deforum_steps import diffusion, io, models, stills
+from deforum_steps import diffusion, io, models, samplers, stills
 from deforum_steps.config import ConfigError, load_config
-from deforum_steps.schedules import build_table, seed_sequence
+from deforum_steps.keyframes import seed_sequence
+from deforum_steps.schedules import build_table
 from helpers import SCHEMA
 
 W = H = 64
@@ -150,30 +151,58 @@ def test_write_table(tmp_path):
 # ---- rendering ------------------------------------------------------------------------------------------
 
 
-def test_render_calls_back_once_per_step_run_and_ends_on_the_image():
-    cfg = cfg_of(steps=3, sampler="DPM++ 2M Karras", model="builtin:tiny", map_location="cpu")
+def render(tmp_path, params, *, name="image", init=(), mask=(), n_steps=0):
+    """stills.render_image as rule still calls it: the image and its per-step images written under tmp_path."""
+    image = tmp_path / f"{name}.png"
+    steps = [tmp_path / "steps" / f"{name}_{s:03d}.png" for s in range(n_steps)]
+    stills.render_image(init=[str(p) for p in init], mask=[str(p) for p in mask], image=str(image),
+                        steps=[str(p) for p in steps], **params)
+    return io.read_image(image), [io.read_image(p) for p in steps]
+
+
+def test_render_writes_one_image_per_step_run_and_ends_on_the_image(tmp_path):
+    cfg = cfg_of(steps=3, sampler="DPM++ 2M Karras", model="builtin:tiny", map_location="cpu",
+                 save_sample_per_step=True)
     params = stills.job_params(stills.plan(cfg)[0], cfg)
-    steps = []
-    image = stills.render(params, cfg, on_step=lambda i, step_image: steps.append((i, step_image)))
-    assert [i for i, _ in steps] == [0, 1, 2] == list(range(stills.steps_run(cfg)))
-    np.testing.assert_array_equal(steps[-1][1], image)  # the last step decoded is the image
-    assert not np.array_equal(steps[0][1], image)
-    np.testing.assert_array_equal(stills.render(params, cfg), image)  # deterministic, callback or not
+    image, steps = render(tmp_path, params, n_steps=stills.steps_run(cfg))
+    assert len(steps) == 3 == stills.steps_run(cfg)
+    np.testing.assert_array_equal(steps[-1], image)  # the last step decoded is the image
+    assert not np.array_equal(steps[0], image)
+    again, _ = render(tmp_path, params, name="again")
+    np.testing.assert_array_equal(again, image)  # deterministic, step images or not
+    assert not (tmp_path / "steps" / "again_000.png").exists()
     assert image.shape == (H, W, 3) and image.dtype == np.uint8 and image.std() > 0
 
 
 def test_render_with_init_and_mask_keeps_the_white_area_exactly(tmp_path):
-    init = io.read_image(write_images(tmp_path, ["init.png"]) / "init.png")
-    cfg = cfg_of(steps=6, strength=0.3, use_init=True, init_image=str(tmp_path / "init.png"), use_mask=True,
-                 mask_file=str(tmp_path / "init.png"), map_location="cpu")
+    init_path = write_images(tmp_path, ["init.png"]) / "init.png"
+    init = io.read_image(init_path)
+    mask = np.zeros((H, W, 3), np.uint8)
+    mask[:, : W // 2] = 255  # white keeps the init
+    io.write_image(tmp_path / "mask.png", mask)
+    cfg = cfg_of(steps=6, strength=0.3, use_init=True, init_image=str(init_path), use_mask=True,
+                 mask_file=str(tmp_path / "mask.png"), map_location="cpu")
     params = stills.job_params(stills.plan(cfg)[0], cfg)
-    mask = np.zeros((H, W), np.float32)
-    mask[:, : W // 2] = 1.0
-    steps = []
-    image = stills.render(params, cfg, init, mask, on_step=lambda i, _: steps.append(i))
+    image, steps = render(tmp_path, params, init=[init_path], mask=[tmp_path / "mask.png"],
+                          n_steps=stills.steps_run(cfg))
     assert len(steps) == stills.steps_run(cfg) == 4  # int(0.7 * 6)
     np.testing.assert_array_equal(image[:, : W // 2], init[:, : W // 2])
     assert not np.array_equal(image[:, W // 2:], init[:, W // 2:])
+    # invert_mask: the other half is kept
+    inverted = stills.job_params(stills.plan(cfg)[0], {**cfg, "invert_mask": True})
+    image, _ = render(tmp_path, inverted, name="inverted", init=[init_path], mask=[tmp_path / "mask.png"])
+    np.testing.assert_array_equal(image[:, W // 2:], init[:, W // 2:])
+    assert not np.array_equal(image[:, : W // 2], init[:, : W // 2])
+
+
+def test_write_grid_of_image_files(tmp_path):
+    paths = []
+    for k, tile in enumerate(tiles(3, h=8, w=8)):
+        paths.append(str(tmp_path / f"{k:05d}.png"))
+        io.write_image(paths[-1], tile)
+    stills.write_grid(images=paths, grid=str(tmp_path / "grid.png"), grid_rows=2)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "grid.png"),
+                                  stills.make_grid([io.read_image(p) for p in paths], 2))
 
 
 # ---- sampler names -----------------------------------------------------------------------------------------
@@ -205,14 +234,14 @@ def test_schema_sampler_names_are_exactly_those_the_engine_runs():
     name resolve_sampler knows, with " Karras" where the scheduler has Karras sigmas, is accepted."""
     enum, aliases = schema_sampler_names()
     for alias, name in aliases.items():
-        assert diffusion.resolve_sampler(alias) == diffusion.resolve_sampler(name) == (name, False)
+        assert samplers.resolve_sampler(alias) == samplers.resolve_sampler(name) == (name, False)
     pipe = models.build_tiny()
     for name in enum:
         diffusion.make_scheduler(pipe, name, 4)
     accepted = {n.lower() for n in [*enum, *aliases]}
-    for name in [*diffusion.SAMPLERS, *diffusion.WEBUI_SAMPLERS]:
+    for name in [*samplers.SAMPLERS, *samplers.WEBUI_SAMPLERS]:
         assert name in accepted
-    for name in diffusion.WEBUI_SAMPLERS:
+    for name in samplers.WEBUI_SAMPLERS:
         karras = f"{name} karras"
         if karras in accepted:
             continue
@@ -223,7 +252,7 @@ def test_schema_sampler_names_are_exactly_those_the_engine_runs():
 def test_sampler_schedule_names_are_checked_when_scheduled():
     cfg = cfg_of(animation_mode="2D", max_frames=12, enable_schedule_samplers=True,
                  sampler_schedule="0:('Euler a'), 4:('dpmpp_2m'), 8:('DPM++ 2M Karras')")
-    assert list(build_table(cfg)["sampler"][[0, 4, 8]]) == ["Euler a", "dpmpp_2m", "DPM++ 2M Karras"]
+    assert list(build_table(cfg)["sampler_schedule"][[0, 4, 8]]) == ["Euler a", "dpmpp_2m", "DPM++ 2M Karras"]
     bad = cfg_of(animation_mode="2D", max_frames=12, enable_schedule_samplers=True,
                  sampler_schedule="0:('euler'), 10:('k_magic')")
     with pytest.raises(ConfigError, match=r"^sampler_schedule: unknown sampler 'k_magic' at frame 10 in "):

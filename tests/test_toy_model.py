@@ -70,7 +70,7 @@ def test_a_render_with_it_holds_its_subject_and_changes_it_at_the_prompt_keyfram
                  animation_prompts={0: "a red square on a blue background", 4: "a yellow star on a purple background"})
     run_snakemake(tmp_path, check=True)
     frames = [read_image(p).astype(float) for p in sorted((tmp_path / OUT / "frames").glob("*.png"))]
-    assert [toy_world.dominant_colour(f.astype(np.uint8), exclude=("blue", "purple")) for f in frames] == (
+    assert [toy_world.dominant_color(f.astype(np.uint8), exclude=("blue", "purple")) for f in frames] == (
         ["red"] * 4 + ["yellow"] * 4)
     steps = [np.abs(frames[i] - frames[i - 1]).mean() for i in range(1, 8)]  # steps[k]: frame k+1 vs k
     held = steps[:3] + steps[5:]  # the new subject takes two frames to settle after the keyframe
@@ -87,7 +87,7 @@ def test_tokenizer_knows_the_world_and_any_text(pipe):
 
 
 def test_a_render_with_it_turns_and_shrinks_the_subject_as_the_schedules_say(tmp_path):
-    """The 2D motion carries the shape: the same render with and without angle/zoom (colour coherence off, as
+    """The 2D motion carries the shape: the same render with and without angle/zoom (color coherence off, as
     in config/render.yaml: matching frame 0's histogram would keep the square's area). Measured on this
     model: the square turns 7 of the 18 degrees asked (squares follow the turn least, stars most) and shrinks
     x0.83 as asked, where the still render drifts to x0.93."""
@@ -97,7 +97,7 @@ def test_a_render_with_it_turns_and_shrinks_the_subject_as_the_schedules_say(tmp
         write_config(workdir, model="builtin:toy", W=128, H=128, max_frames=7, color_coherence="None",
                      animation_prompts={0: "a red square on a blue background"}, **motion)
         run_snakemake(workdir, check=True)
-        masks = [toy_world.colour_mask(read_image(p), "red") for p in sorted((workdir / OUT / "frames").glob("*.png"))]
+        masks = [toy_world.color_mask(read_image(p), "red") for p in sorted((workdir / OUT / "frames").glob("*.png"))]
         turns, scales = zip(*(toy_world.turn_and_scale(a, b) for a, b in zip(masks, masks[1:])))
         return sum(turns), float(np.prod(scales))
 

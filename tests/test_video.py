@@ -10,10 +10,12 @@ from deforum_steps.config import ConfigError
 
 EXAMPLE = SHARED / "deforum-examples" / "example_init_vid.mp4"
 N_SRC = 24
+# The schema's defaults of the video keys (assemble_video takes them all)
+ENCODING = {"crf": 17, "preset": "veryfast", "codec": "libx264"}
 
 
-def colour(i: int) -> tuple[int, int, int]:
-    """A distinct solid colour per source frame, so a frame's mean colour tells which frame it is."""
+def color(i: int) -> tuple[int, int, int]:
+    """A distinct solid color per source frame, so a frame's mean color tells which frame it is."""
     return (i * 10, 255 - i * 10, (i * 67) % 256)
 
 
@@ -22,7 +24,7 @@ def write_frames(folder, n, size=(32, 24), first=0):
     paths = []
     for i in range(first, first + n):
         paths.append(folder / f"frame_{i}.png")
-        io.write_image(paths[-1], np.full((h, w, 3), colour(i), np.uint8))
+        io.write_image(paths[-1], np.full((h, w, 3), color(i), np.uint8))
     return paths
 
 
@@ -30,13 +32,13 @@ def ffmpeg(*args):
     subprocess.run([video.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *map(str, args)], check=True)
 
 
-def mean_colour(path):
+def mean_color(path):
     return io.read_image(path).reshape(-1, 3).mean(axis=0)
 
 
 @pytest.fixture(scope="module")
 def src(tmp_path_factory):
-    """A lossless (FFV1, RGB) 10 fps video whose frame i is solid colour(i)."""
+    """A lossless (FFV1, RGB) 10 fps video whose frame i is solid color(i)."""
     d = tmp_path_factory.mktemp("src")
     for i, p in enumerate(write_frames(d, N_SRC)):
         p.rename(d / f"{i:05d}.png")
@@ -84,7 +86,7 @@ def test_extract_selected_frames(src, tmp_path):
     assert paths == [out / f"{i:05d}.png" for i in range(5)]
     assert sorted(out.iterdir()) == paths
     for p, i in zip(paths, indices):
-        assert np.array_equal(mean_colour(p), colour(i))
+        assert np.array_equal(mean_color(p), color(i))
     assert [p.name for p in tmp_path.iterdir()] == ["inputframes"]  # temp folder gone
 
 
@@ -96,7 +98,7 @@ def test_reextract_resizes_and_drops_stale_frames(src, tmp_path):
     for p, i in zip(paths, [1, 22]):
         img = io.read_image(p)
         assert img.shape == (8, 16, 3)
-        assert np.abs(img.reshape(-1, 3).mean(axis=0) - colour(i)).max() <= 1
+        assert np.abs(img.reshape(-1, 3).mean(axis=0) - color(i)).max() <= 1
 
 
 def test_failed_extraction_leaves_folder_as_it_was(src, tmp_path):
@@ -112,11 +114,11 @@ def test_failed_extraction_leaves_folder_as_it_was(src, tmp_path):
 def test_assemble_video_exact_frames_in_given_order(tmp_path):
     frames = write_frames(tmp_path, 10)[::-1]  # order comes from the list, not from the names
     out = tmp_path / "out" / "video.mp4"
-    video.assemble_video(frames, out, fps=12)
+    video.assemble_video(frames, out, fps=12, **ENCODING)
     assert video.probe_video(out) == video.VideoInfo(10, 12.0, 32, 24)
     got = video.extract_frames(out, tmp_path / "back", list(range(10)))
     for p, i in zip(got, range(9, -1, -1)):
-        assert np.abs(mean_colour(p) - colour(i)).max() < 4  # lossy yuv420p round trip
+        assert np.abs(mean_color(p) - color(i)).max() < 4  # lossy yuv420p round trip
     assert [p.name for p in out.parent.iterdir()] == ["video.mp4"]
 
 
@@ -125,7 +127,36 @@ def test_assemble_odd_size_and_fractional_fps(tmp_path):
     video.assemble_video(frames, tmp_path / "v.mp4", fps=29.97, codec="libx265", crf=28, preset="ultrafast")
     assert video.probe_video(tmp_path / "v.mp4") == video.VideoInfo(5, 29.97, 34, 18)
     last = io.read_image(video.extract_frames(tmp_path / "v.mp4", tmp_path / "back", [4])[0])
-    assert np.abs(last[-1, -1].astype(int) - colour(4)).max() < 8  # padding repeats the edge, not black
+    assert np.abs(last[-1, -1].astype(int) - color(4)).max() < 8  # padding repeats the edge, not black
+
+
+def test_encoding_settings_are_required(tmp_path):
+    frames = write_frames(tmp_path, 1)
+    for key in ENCODING:
+        with pytest.raises(TypeError, match=key):
+            video.assemble_video(frames, tmp_path / "v.mp4", fps=12, **{k: v for k, v in ENCODING.items() if k != key})
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_ffmpeg_runs_write_their_log(src, tmp_path):
+    """With log=, the ffmpeg command line and its messages go to that file (a rule's log:)."""
+    frames = write_frames(tmp_path, 3)
+    video.assemble_video(frames, tmp_path / "v.mp4", fps=12, **ENCODING, log=tmp_path / "logs" / "video.log")
+    text = (tmp_path / "logs" / "video.log").read_text()
+    assert text.startswith("$ " + video.ffmpeg_exe()) and "-c:v libx264" in text
+    assert "Output #0, mp4" in text
+    video.assemble_gif(frames, tmp_path / "a.gif", fps=12, log=tmp_path / "logs" / "gif.log")
+    assert "paletteuse" in (tmp_path / "logs" / "gif.log").read_text()
+    paths = video.extract_frames(src, tmp_path / "inputframes", [0, 1], log=tmp_path / "logs" / "extract.log")
+    assert len(paths) == 2 and "Output #0, image2" in (tmp_path / "logs" / "extract.log").read_text()
+    # a failed run leaves its log too, with ffmpeg's reason
+    (tmp_path / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(ConfigError, match="^video_init_path: not a readable video"):
+        video.extract_frames(tmp_path / "garbage.mp4", tmp_path / "out", [0], log=tmp_path / "logs" / "bad.log")
+    assert "[error]" in (tmp_path / "logs" / "bad.log").read_text()
+    # without log= nothing else is written
+    video.assemble_video(frames, tmp_path / "w.mp4", fps=12, **ENCODING)
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["bad.log", "extract.log", "gif.log", "video.log"]
 
 
 def test_assemble_gif(tmp_path):
@@ -140,7 +171,7 @@ def test_assemble_gif(tmp_path):
                                          ({"crf": 52}, "crf"), ({"fps": 0}, "fps")])
 def test_assemble_rejects_bad_settings(tmp_path, kwargs, key):
     with pytest.raises(ConfigError, match=f"^{key}:"):
-        video.assemble_video(write_frames(tmp_path, 1), tmp_path / "v.mp4", **{"fps": 12, **kwargs})
+        video.assemble_video(write_frames(tmp_path, 1), tmp_path / "v.mp4", **{"fps": 12, **ENCODING, **kwargs})
     assert not (tmp_path / "v.mp4").exists()
 
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from deforum_steps import io, video
-from helpers import SNAKEFILE, last_line, output, planned_jobs, run_snakemake, write_config
+from deforum_steps.config import load_config
+from helpers import SCHEMA, SMALL_CONFIG, SNAKEFILE, last_line, output, planned_jobs, run_snakemake, write_config
 
 N = 8
 OUT = "output/test"
@@ -117,7 +118,7 @@ def test_progress_is_one_line_per_job(rendered):
 
 
 def test_init_image_is_the_first_frame_at_strength_1(tmp_path, rendered):
-    from deforum_steps import diffusion, models
+    from deforum_steps import diffusion
 
     ramp = np.linspace(0, 255, 64, dtype=np.uint8)
     init = np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)), np.full((64, 64), 90, np.uint8)], -1)
@@ -127,8 +128,8 @@ def test_init_image_is_the_first_frame_at_strength_1(tmp_path, rendered):
     frame0 = io.read_image(tmp_path / OUT / "frames" / "00000.png").astype(int)
 
     # strength 1 keeps the init latent as it is: frame 0 is the init through the model's VAE
-    pipe = models.get_pipeline({"model": "builtin:tiny"})
-    roundtrip = diffusion.decode_latent(pipe, diffusion.encode_image(pipe, init)).astype(int)
+    settings = load_config({**SMALL_CONFIG, **BASE}, SCHEMA)  # the render's model settings, schema defaults
+    roundtrip = diffusion.decode(diffusion.encode(init, settings), settings).astype(int)
     assert np.abs(frame0 - roundtrip).max() <= 1
     txt2img = io.read_image(rendered / OUT / "frames" / "00000.png").astype(int)  # frame 0 without an init
     assert np.abs(txt2img - roundtrip).mean() > 5

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from deforum_steps import io
+from deforum_steps.animation import tween_frame, warp_source
 from deforum_steps.cadence import diffusion_frames, tween_plan
 from deforum_steps.config import load_config
+from deforum_steps.dependencies import DEPTH_SETTINGS, MOTION_COLUMNS, WARP_SETTINGS, pick
 from deforum_steps.depth import load_depth_model
-from deforum_steps.frames import DEPTH_SETTINGS, WARP_SETTINGS, frame_settings, motion_row, tween_frame, warp_source
 from deforum_steps.schedules import build_table
 from deforum_steps.video import count_video_frames
 from helpers import (SCHEMA, SMALL_CONFIG, SNAKEFILE, SNAKEMAKE, output, planned_jobs, rerun_reasons, run_snakemake,
@@ -59,10 +60,10 @@ def test_3d_cadence_render_writes_every_frame_from_its_diffusions_and_depth_maps
     assert count_video_frames(out / "video.mp4") == N
 
     cfg = load_config({**SMALL_CONFIG, **RENDER_3D}, SCHEMA)
-    rows = {i: motion_row(row, "3D") for i, row in enumerate(build_table(cfg).to_dict("records"))}
+    rows = {i: pick(row, MOTION_COLUMNS["3D"]) for i, row in enumerate(build_table(cfg).to_dict("records"))}
     diffused = {d: io.read_image(out / "diffused" / f"{d:05d}.png") for d in diffusion_frames(N, CADENCE)}
     depths = {s: np.load(out / "depth" / f"{s:05d}.npy") for s in range(N)}
-    settings = frame_settings(cfg, WARP_SETTINGS["3D"] + DEPTH_SETTINGS)
+    settings = pick(cfg, WARP_SETTINGS["3D"] + DEPTH_SETTINGS)
     model = load_depth_model("tiny", "", settings["map_location"], settings["midas_weight"])
     for s in range(N):
         source = tween_plan(s, N, CADENCE)["next"]
@@ -152,9 +153,9 @@ def test_cadence_without_depth_maps(tmp_path, mode):
     out = tmp_path / OUT
     assert not (out / "depth").exists()
     cfg = load_config({**SMALL_CONFIG, **config}, SCHEMA)
-    rows = {i: motion_row(row, mode) for i, row in enumerate(build_table(cfg).to_dict("records"))}
+    rows = {i: pick(row, MOTION_COLUMNS[mode]) for i, row in enumerate(build_table(cfg).to_dict("records"))}
     diffused = {d: io.read_image(out / "diffused" / f"{d:05d}.png") for d in (0, 2)}
-    settings = frame_settings(cfg, WARP_SETTINGS[mode])
+    settings = pick(cfg, WARP_SETTINGS[mode])
     for i in range(4):
         assert np.array_equal(io.read_image(out / "frames" / f"{i:05d}.png"),
                               tween_frame(diffused, tween_plan(i, 4, 2), rows, settings)), i

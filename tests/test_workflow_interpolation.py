@@ -77,12 +77,12 @@ def render(tmp_path_factory):
     return workdir
 
 
-def test_render_keys_are_txt2img_and_tweens_the_slerped_conditioning(render):
+def test_render_keys_are_txt2img_and_tweens_the_slerped_conditioning(render, tmp_path):
     out = render / OUT
     frames = [io.read_image(out / "frames" / f"{i:05d}.png") for i in range(N)]
     assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:05d}.png" for i in range(N)]
     table = pd.read_csv(out / "schedules.csv")
-    assert len(table) == N and set(table["seed"]) == {42}  # seed_behavior iter → fixed in this mode
+    assert len(table) == N and set(table["seed_schedule"]) == {42}  # seed_behavior iter → fixed in this mode
 
     config = cfg(max_frames=N)
     pipe = models.get_pipeline(config)
@@ -96,6 +96,13 @@ def test_render_keys_are_txt2img_and_tweens_the_slerped_conditioning(render):
     halfway = tuple(interpolation.slerp(0.5, a, b) for a, b in zip(apple, banana))
     np.testing.assert_array_equal(
         frames[2], diffusion.decode_latent(pipe, diffusion.denoise(pipe, prompt="", conditioning=halfway, **common)))
+    # the job function alone, with the params the workflow gives frame 2, makes the same image
+    row = table.iloc[2].to_dict()
+    params = interpolation.job_params(interpolation.plan(config)[2], interpolation.key_prompts(config), row, config)
+    assert (params["a"], params["b"], params["t"]) == (["a red apple", "ugly"], ["a yellow banana", "blurry, ugly"],
+                                                       0.5)
+    interpolation.render_frame(image=str(tmp_path / "frame.png"), **params)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "frame.png"), frames[2])
     # one seed: each step of the tween moves the image less than the whole way from one key to the next
     steps = [np.abs(frames[i + 1].astype(int) - frames[i]).mean() for i in range(4)]
     assert max(steps) < np.abs(frames[4].astype(int) - frames[0]).mean()

@@ -31,7 +31,14 @@ def read(workdir, name):
     return io.read_image(workdir / OUT / "images" / name)
 
 
-def test_render_writes_every_image_from_its_prompt_and_seed(render):
+def render_alone(folder, image, cfg):
+    """`image` (an entry of stills.plan) rendered by the job function alone, outside the workflow."""
+    path = folder / "alone.png"
+    stills.render_image(init=[], mask=[], image=str(path), steps=[], **stills.job_params(image, cfg))
+    return io.read_image(path)
+
+
+def test_render_writes_every_image_from_its_prompt_and_seed(render, tmp_path):
     """4 images, each the render of its own prompts and seed (iter: 42..45, so the two images of a prompt
     differ); one grid per prompt; the per-step images, the last of them the image; the images.csv record."""
     images = render / OUT / "images"
@@ -39,7 +46,7 @@ def test_render_writes_every_image_from_its_prompt_and_seed(render):
     cfg = load_config({**SMALL_CONFIG, **STILLS}, SCHEMA)
     plan = stills.plan(cfg)
     for name, image in zip(IMAGES, plan):
-        np.testing.assert_array_equal(read(render, name), stills.render(stills.job_params(image, cfg), cfg))
+        np.testing.assert_array_equal(read(render, name), render_alone(tmp_path, image, cfg))
     assert not np.array_equal(read(render, IMAGES[0]), read(render, IMAGES[1]))
     for p, pair in enumerate((IMAGES[:2], IMAGES[2:])):
         grid = read(render, f"grid_{p:05d}.png")

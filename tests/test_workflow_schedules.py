@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from deforum_steps import report
+from deforum_steps import schedules
 from deforum_steps.config import load_config
 from deforum_steps.schedules import build_table
 from helpers import (
@@ -30,23 +30,40 @@ def small_cfg():
 
 
 def test_schedule_csv_has_one_row_per_frame_and_a_column_per_parameter(tmp_path, small_cfg):
-    report.write_schedule_csv(build_table(small_cfg), tmp_path / "s.csv")
+    schedules.write_csv(build_table(small_cfg), tmp_path / "s.csv")
     csv = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
     assert list(csv["frame"]) == [0, 1, 2, 3, 4, 5]
-    assert {"zoom", "angle", "noise", "strength", "prompt", "negative_prompt", "seed", "denoise_steps"} <= set(csv)
+    # columns are named after the config key that drives them
+    assert {"zoom", "angle", "noise_schedule", "strength_schedule", "contrast_schedule", "cfg_scale_schedule",
+            "steps_schedule", "sampler_schedule", "seed_schedule", "fov_schedule", "kernel_schedule", "prompt",
+            "negative_prompt", "denoise_steps"} <= set(csv)
+    assert not {"noise", "strength", "contrast", "cfg_scale", "steps", "sampler", "seed", "fov", "kernel"} & set(csv)
     assert list(csv["zoom"]) == pytest.approx([1.0, 1.05, 1.1, 1.15, 1.2, 1.2])
     assert list(csv["prompt"]) == ["a red apple"] * 3 + ["a yellow banana"] * 3
-    assert list(csv["seed"]) == [42, 43, 44, 45, 46, 47]
+    assert list(csv["seed_schedule"]) == [42, 43, 44, 45, 46, 47]
+    assert list(csv["strength_schedule"]) == pytest.approx([0.65] * 6)
+    assert list(csv["steps_schedule"]) == [20] * 6 and list(csv["cfg_scale_schedule"]) == pytest.approx([7.0] * 6)
     assert list(csv["denoise_steps"]) == [20] + [int((1 - 0.65) * 20)] * 5
 
 
+def test_write_records_writes_csv_plot_and_settings(tmp_path, small_cfg):
+    schedules.write_records(small_cfg, csv=tmp_path / "s.csv", png=tmp_path / "s.png",
+                            settings=tmp_path / "settings.yaml")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv", index_col="frame", keep_default_na=False),
+                                  build_table(small_cfg), check_dtype=False)
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert load_config(yaml.safe_load((tmp_path / "settings.yaml").read_text()), SCHEMA) == small_cfg
+    schedules.write_records(small_cfg, csv=tmp_path / "t.csv", png=tmp_path / "t.png")  # save_settings: false
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.png", "settings.yaml", "t.csv", "t.png"]
+
+
 def test_settings_snapshot_reads_back_as_the_same_config(tmp_path, small_cfg):
-    report.write_settings(small_cfg, tmp_path / "settings.yaml")
+    schedules.write_settings(small_cfg, tmp_path / "settings.yaml")
     assert load_config(yaml.safe_load((tmp_path / "settings.yaml").read_text()), SCHEMA) == small_cfg
 
 
 def test_schedule_plot_is_a_png(tmp_path, small_cfg):
-    report.plot_schedules(build_table(small_cfg), tmp_path / "s.png")
+    schedules.plot(build_table(small_cfg), tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,7 +76,7 @@ def test_schedules_rule_end_to_end(tmp_path):
     settings = yaml.safe_load((out / "settings.yaml").read_text())
     assert settings["seed"] == seed and settings["max_frames"] == 5
     csv = pd.read_csv(out / "schedules.csv")
-    assert len(csv) == 5 and csv["seed"].iloc[0] == seed
+    assert len(csv) == 5 and csv["seed_schedule"].iloc[0] == seed
     assert (out / "schedules.png").stat().st_size > 0
 
     # unchanged config (and the recorded random seed): nothing to do
@@ -73,6 +90,24 @@ def test_schedules_rule_end_to_end(tmp_path):
     run_snakemake(tmp_path, TARGET, "--config", "max_frames=5", check=True)
     assert list(pd.read_csv(out / "schedules.csv")["zoom"]) == pytest.approx([1.0, 1.05, 1.1, 1.1, 1.1])
     assert int((out / "resolved_seed.txt").read_text()) == seed
+
+
+def test_width_and_height_from_the_command_line(tmp_path):
+    """Snakemake refuses `--config W=...`: the aliases width/height set them (as text, coerced and rounded)."""
+    no_size = {k: v for k, v in SMALL_CONFIG.items() if k not in ("W", "H")}
+    (tmp_path / "render.yaml").write_text(yaml.safe_dump(no_size, sort_keys=False))
+    proc = run_snakemake(tmp_path, TARGET, "--config", "width=130", "height=64", "max_frames=3", check=True)
+    assert "config warning: W: 130 rounded down to 128 (a multiple of 64)" in output(proc)
+    settings = yaml.safe_load((tmp_path / OUT / "settings.yaml").read_text())
+    assert (settings["W"], settings["H"], settings["max_frames"]) == (128, 64, 3)
+
+
+def test_both_spellings_of_a_key_stop_the_workflow(tmp_path):
+    write_config(tmp_path, width=128)  # and W: 64
+    proc = run_snakemake(tmp_path, TARGET, "-n")
+    assert proc.returncode != 0
+    assert last_line(proc) == "config error: width: the same setting as W, which is also given; keep one of them"
+    assert "Traceback" not in output(proc)
 
 
 def test_default_target_includes_the_schedule_records(tmp_path):
@@ -98,7 +133,8 @@ def test_second_run_on_a_locked_output_folder_is_refused(tmp_path):
     write_config(tmp_path, save_settings=False)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import time; from deforum_steps.config import lock_output; "
-        f"f = lock_output({{'output_path': {str(tmp_path / 'output')!r}, 'batch_name': 'test'}}); "
+        f"f = lock_output({{'output_path': {str(tmp_path / 'output')!r}, 'batch_name': 'test', "
+        "'resume_from_timestring': False, 'resume_timestring': ''}); "
         "print('locked', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deforum_steps import io, masks
+from deforum_steps import diffusion, io, masks
 from deforum_steps.config import load_config
+from deforum_steps.dependencies import DIFFUSION_COLUMNS, DIFFUSION_SETTINGS, MASK_SETTINGS, pick
 from deforum_steps.schedules import build_table
 from deforum_steps.video import content_fingerprint, count_video_frames, ffmpeg_exe
-from deforum_steps.video_input import FRAME_SETTINGS, PROBE_CACHE, diffusion_row
+from deforum_steps.video_input import PROBE_CACHE
 from helpers import SCHEMA, SMALL_CONFIG, last_line, output, planned_jobs, run_snakemake, write_config
 
 OUT = "output/test"
@@ -82,15 +83,19 @@ def test_frames_are_the_videos_nth_frames_each_diffused_under_its_mask(render):
         np.testing.assert_array_equal(io.read_image(out / "inputframes" / names[k]), source_frame(NTH * k))
         np.testing.assert_array_equal(io.read_image(out / "maskframes" / names[k]), mask_frame(NTH * k))
     assert count_video_frames(out / "video.mp4") == N
+    for log in ("extract_video_frames.log", "extract_mask_frames.log", "video.log"):  # ffmpeg's messages
+        assert (out / "logs" / log).read_text().startswith("$ "), log
 
     cfg = load_config({**SMALL_CONFIG, **RENDER, "max_frames": N}, SCHEMA)
     rows = build_table(cfg).to_dict("records")
-    assert len({row["strength"] for row in rows}) == N and len({row["seed"] for row in rows}) == N
-    settings = {key: cfg[key] for key in FRAME_SETTINGS + masks.MASK_SETTINGS}
+    assert len({row["strength_schedule"] for row in rows}) == N and len({row["seed_schedule"] for row in rows}) == N
+    settings = pick(cfg, DIFFUSION_SETTINGS + MASK_SETTINGS)
     for k in (0, 11, N - 1):
         frame = io.read_image(out / "frames" / names[k])
         init = source_frame(NTH * k)
-        expected = masks.masked_img2img(init, out / "maskframes" / names[k], diffusion_row(rows[k]), settings, cfg)
+        mask = masks.read_mask(out / "maskframes" / names[k], settings)
+        expected = diffusion.img2img(init, pick(rows[k], DIFFUSION_COLUMNS), settings,
+                                     strength=rows[k]["strength_schedule"], mask=mask)
         np.testing.assert_array_equal(frame, expected)
         x = (NTH * k % 4) * BAND
         band = np.s_[:, x:x + BAND]  # the white band: the video frame itself
@@ -122,8 +127,9 @@ def test_unchanged_and_touched_video_rerun_nothing(render):
     assert planned_jobs(run_snakemake(workdir, "-n", check=True)) == {}
     (workdir / "in.mkv").touch()  # same content, newer file
     assert planned_jobs(run_snakemake(workdir, "-n", check=True)) == {}
-    # overwrite_extracted_frames makes the video files inputs: both are extracted again (their input lists
-    # changed; from then on, when a file is newer than its frames), and every frame redone
+    # the videos are ancient inputs: a newer file alone re-extracts nothing. overwrite_extracted_frames adds
+    # each video file's modification time to its extraction's params: both are extracted again (their params
+    # changed; from then on, whenever a file is written again), and every frame redone
     assert planned_jobs(dry_run(workdir, overwrite_extracted_frames=True)) == {
         "schedules": 1, "extract_video_frames": 1, "extract_mask_frames": 1, "video_input_frame": N, "video": 1,
         "all": 1}
@@ -136,7 +142,7 @@ def test_prompt_edit_for_frames_10_to_20_reruns_those_frames_and_the_video(rende
     assert planned_frames(proc) == list(range(10, 21))
 
 
-def test_motion_and_colour_settings_are_ignored(render):
+def test_motion_and_color_settings_are_ignored(render):
     workdir, _ = render
     proc = dry_run(workdir, zoom="0:(1.2)", color_coherence="None", noise_schedule="0:(0.5)", diffusion_cadence=3)
     assert planned_jobs(proc) == {"schedules": 1, "all": 1}

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deforum_steps.colour import apply_contrast, colour_mode, match_colors, to_grayscale, unsharp_mask
+from deforum_steps.color import apply_contrast, color_mode, match_colors, to_grayscale, unsharp_mask
 
 
 def test_colormatch_conformance(conformance):
@@ -24,16 +24,17 @@ def test_colormatch_conformance(conformance):
 
 def test_rgb_match_truncates_into_uint8(conformance):
     raw = np.load(conformance / json.loads((conformance / "colormatch/manifest.json").read_text())["raw_float"])
-    prev, sample = np.load(conformance / "inputs/colormatch_prev.npy"), np.load(conformance / "inputs/colormatch_sample.npy")
+    prev = np.load(conformance / "inputs/colormatch_prev.npy")
+    sample = np.load(conformance / "inputs/colormatch_sample.npy")
     out = match_colors(prev, sample, "RGB")
     np.testing.assert_array_equal(out, np.floor(raw))
     assert (np.rint(raw) != out).any()  # truncation, not rounding
 
 
-def test_colour_modes():
+def test_color_modes():
     img = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     assert match_colors(img, img[::-1], "None") is img
-    assert [colour_mode(m) for m in ("Match Frame 0 LAB", "HSV", "Match Frame 0 RGB", "Image", "None")] == \
+    assert [color_mode(m) for m in ("Match Frame 0 LAB", "HSV", "Match Frame 0 RGB", "Image", "None")] == \
         ["LAB", "HSV", "RGB", "LAB", "None"]
     with pytest.raises(ValueError, match="XYZ"):
         match_colors(img, img, "XYZ")

@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 
 from deforum_steps.config import ConfigError
-from deforum_steps.schedules import (
-    SCHEDULE_COLUMNS,
-    build_table,
-    evaluate_schedule,
-    evaluate_string_schedule,
-)
+from deforum_steps.keyframes import evaluate_schedule, evaluate_string_schedule
+from deforum_steps.schedules import build_table
+
+# The table's columns, each named after the config key that drives it (schedules.build_table).
+TABLE_COLUMNS = [
+    "angle", "zoom", "translation_x", "translation_y", "translation_z", "rotation_3d_x", "rotation_3d_y",
+    "rotation_3d_z", "transform_center_x", "transform_center_y", "perspective_flip_theta", "perspective_flip_phi",
+    "perspective_flip_gamma", "perspective_flip_fv", "noise_schedule", "strength_schedule", "contrast_schedule",
+    "cfg_scale_schedule", "steps_schedule", "fov_schedule", "near_schedule", "far_schedule", "kernel_schedule",
+    "sigma_schedule", "amount_schedule", "threshold_schedule",
+    "sampler_schedule", "prompt", "negative_prompt", "seed_schedule", "denoise_steps",
+]
 
 
 def _values(record_side):
@@ -278,20 +284,33 @@ def full_config(**overrides):
 def test_build_table_columns_and_values():
     table = build_table(full_config())
     assert list(table.index) == list(range(12))
-    assert list(table.columns) == list(SCHEDULE_COLUMNS.values()) + [
-        "sampler", "prompt", "negative_prompt", "seed", "denoise_steps"]
-    for col in ("seed", "steps", "denoise_steps", "kernel"):
+    assert list(table.columns) == TABLE_COLUMNS
+    # every column but prompt, negative_prompt and denoise_steps is named after a config key
+    assert set(TABLE_COLUMNS) - set(full_config()) == {"prompt", "negative_prompt", "denoise_steps"}
+    for col in ("seed_schedule", "steps_schedule", "denoise_steps", "kernel_schedule"):
         assert table[col].dtype == np.int64, col
     np.testing.assert_allclose(table["translation_x"][:3], [0, 5.875275257138918, 9.5085946050647])
     assert (table["translation_y"] == 0).all() and (table["zoom"] == 1.04).all()
     np.testing.assert_array_equal(table["perspective_flip_phi"], np.arange(12) % 15)
-    assert (table["cfg_scale"] == 7.0).all() and (table["steps"] == 20).all()
-    assert (table["sampler"] == "euler_ancestral").all()
+    assert (table["cfg_scale_schedule"] == 7.0).all() and (table["steps_schedule"] == 20).all()
+    assert (table["sampler_schedule"] == "euler_ancestral").all()
     assert list(table["prompt"]) == ["a lake"] * 10 + ["a woman"] * 2
     assert list(table["negative_prompt"]) == ["mountain"] * 10 + ["blurry, mountain"] * 2
-    np.testing.assert_array_equal(table["seed"], 100 + np.arange(12))
+    np.testing.assert_array_equal(table["seed_schedule"], 100 + np.arange(12))
     # frame 0 has no init image: full steps; then int((1 - 0.65) * 20) = 7
     np.testing.assert_array_equal(table["denoise_steps"], [20] + [7] * 11)
+
+
+def test_frames_without_init_run_full_steps_whatever_strength_0_no_init():
+    """strength_0_no_init: false changes nothing (config warns about it): a frame without an init image is
+    txt2img with all its steps."""
+    for mode, expected in (("2D", [20] + [7] * 11), ("None", [20] * 12), ("Interpolation", [20] * 12)):
+        tables = [build_table(full_config(animation_mode=mode, strength_0_no_init=flag)) for flag in (True, False)]
+        np.testing.assert_array_equal(tables[0]["denoise_steps"], expected, err_msg=mode)
+        np.testing.assert_array_equal(tables[1]["denoise_steps"], expected, err_msg=mode)
+    # with an init image, None-mode stills start from `strength` (0.65 of 20 steps -> 7)
+    table = build_table(full_config(animation_mode="None", use_init=True, strength_0_no_init=False))
+    np.testing.assert_array_equal(table["denoise_steps"], [7] * 12)
 
 
 def test_build_table_schedules_and_init_strength():
@@ -299,31 +318,32 @@ def test_build_table_schedules_and_init_strength():
         cfg_scale_schedule="0:(5), 10:(10)", enable_steps_scheduling=True, steps_schedule="0:(10), 11:(40)",
         enable_schedule_samplers=True, strength_schedule="0:(0.5)", use_init=True, strength=0.2,
         kernel_schedule="0:(3.9)"))
-    np.testing.assert_allclose(table["cfg_scale"][[0, 5, 10, 11]], [5, 7.5, 10, 10])
-    np.testing.assert_array_equal(table["steps"], np.trunc(np.linspace(10, 40, 12)))  # truncated (webui)
-    assert list(table["sampler"]) == ["euler"] * 10 + ["dpm2"] * 2
-    assert (table["kernel"] == 3).all()
+    np.testing.assert_allclose(table["cfg_scale_schedule"][[0, 5, 10, 11]], [5, 7.5, 10, 10])
+    np.testing.assert_array_equal(table["steps_schedule"], np.trunc(np.linspace(10, 40, 12)))  # truncated (webui)
+    assert list(table["sampler_schedule"]) == ["euler"] * 10 + ["dpm2"] * 2
+    assert (table["kernel_schedule"] == 3).all()
     # frame 0 diffuses the init image at `strength`, later frames at the schedule
     assert table["denoise_steps"][0] == int(0.8 * 10)
-    np.testing.assert_array_equal(table["denoise_steps"][1:], (0.5 * table["steps"][1:]).astype(int))
+    np.testing.assert_array_equal(table["denoise_steps"][1:], (0.5 * table["steps_schedule"][1:]).astype(int))
 
 
 def test_build_table_seeds_advance_per_diffusion():
     table = build_table(full_config(diffusion_cadence=3, max_frames=10))
-    np.testing.assert_array_equal(table["seed"], [100, 100, 100, 101, 101, 101, 102, 102, 102, 103])
+    np.testing.assert_array_equal(table["seed_schedule"], [100, 100, 100, 101, 101, 101, 102, 102, 102, 103])
     # schedule behaviour: the seed of each diffusion, wrapped into [0, 2**32-1]
     # schedule behaviour: a negative seed is random as in the webui, but the same on every rerun
     table = build_table(full_config(seed_behavior="schedule", max_frames=10, seed=100))
-    seeds = table["seed"].tolist()
+    seeds = table["seed_schedule"].tolist()
     assert seeds[0] == seeds[8] == seeds[9] == 100
     assert len(set(seeds[1:8])) == 7 and all(0 <= x < 2**32 for x in seeds)
-    assert build_table(full_config(seed_behavior="schedule", max_frames=10, seed=100))["seed"].tolist() == seeds
+    again = build_table(full_config(seed_behavior="schedule", max_frames=10, seed=100))
+    assert again["seed_schedule"].tolist() == seeds
     table = build_table(full_config(seed_behavior="schedule", max_frames=10, diffusion_cadence=2,
                                     seed_schedule="0:(t)"))
-    np.testing.assert_array_equal(table["seed"], [0, 0, 2, 2, 4, 4, 6, 6, 8, 8])
+    np.testing.assert_array_equal(table["seed_schedule"], [0, 0, 2, 2, 4, 4, 6, 6, 8, 8])
     # Video Input diffuses every frame whatever the cadence
     table = build_table(full_config(animation_mode="Video Input", diffusion_cadence=3, max_frames=4))
-    np.testing.assert_array_equal(table["seed"], [100, 101, 102, 103])
+    np.testing.assert_array_equal(table["seed_schedule"], [100, 101, 102, 103])
     np.testing.assert_array_equal(table["denoise_steps"], [7, 7, 7, 7])
 
 

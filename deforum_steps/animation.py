@@ -1,7 +1,9 @@
-"""One animation frame's steps, composed from the stage modules: warp the previous image by this frame's
-motion, pull its colours back to the reference, contrast, anti-blur, noise; then img2img with this frame's
-strength, prompt, seed, cfg and sampler. `row` is the frame's schedule row (schedules.build_table) and
-`settings` the global keys that change a frame (frame_settings).
+"""2D/3D animation (rules/animation.smk): the job functions of its rules, first_frame, diffusion_frame and
+blend_frame, each a numbered recipe, and the steps they compose: warp the previous image by each frame's motion,
+pull its colors back to the reference, contrast, anti-blur, noise; then img2img with the frame's row.
+
+`row` is a frame's schedule row (schedules.build_table: columns named after their config keys) and `settings`
+the config keys the job depends on (dependencies.ANIMATION_SETTINGS and friends).
 
 With diffusion cadence, the warp chains of `cadence.tween_plan` / `cadence.init_plan` (which keys apply to
 which diffused image) and the blend of the two warped images are the pure functions `warp_source` and
@@ -14,49 +16,74 @@ The reference loop predicts depth once per tween step t, on the `next` image as 
 warps both images with it; the init of diffusion d predicts it on the image being warped (the last tween,
 diffusion d - c warped up to d - 1). In these numbers: the warp into frame t reads map t - 1, except the
 older image's warp into a diffusion frame t, which reads map t (diffusion t itself) — `depth_frame`.
+
+Planning imports this module: torch, diffusers and the 3D warp are imported inside the functions that run.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import colour, motion2d
+from . import color, io, motion2d
 from .cadence import blend, diffusion_frames, init_plan, tween_plan
+from .masks import read_mask
 
-# Config keys besides the schedule row that change what a frame job writes. A per-frame job's params hold
-# exactly these, so editing anything else (fps, crf, prompts of other frames...) never reruns the frame.
-# The depth keys are not among them: 3D warps read depth maps, the files of the depth stage.
-FRAME_SETTINGS = (
-    "animation_mode", "W", "H", "border", "flip_2d_perspective",
-    "color_coherence", "color_force_grayscale",
-    "noise_type", "perlin_w", "perlin_h", "perlin_octaves", "perlin_persistence", "padding_mode", "sampling_mode",
-    "model", "model_config", "map_location", "dtype",
-    "ddim_eta", "use_karras_sigmas", "prompt_weighting", "normalize_prompt_weights",
-)
-# Keys that change only the first frame (its init image).
-FIRST_FRAME_SETTINGS = ("use_init", "init_image", "strength", "strength_0_no_init")
-# Keys that change a warp chain, per mode: what a blend job depends on besides its images and rows.
-WARP_SETTINGS = {"2D": ("animation_mode", "border", "flip_2d_perspective"),
-                 "3D": ("animation_mode", "padding_mode", "sampling_mode")}
-# ... and a depth map, besides its warp chain.
-DEPTH_SETTINGS = ("depth_algorithm", "depth_model_path", "midas_weight", "map_location")
-# The schedule columns `warp` reads, per mode: a warp chain's params hold only these of each frame's row, so
-# an edited prompt or strength never reruns a blend or a depth map.
-MOTION_KEYS = {
-    "2D": ("angle", "zoom", "translation_x", "translation_y", "transform_center_x", "transform_center_y",
-           "perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma", "perspective_flip_fv"),
-    "3D": ("translation_x", "translation_y", "translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z",
-           "fov", "near", "far"),
-}
+# ---- jobs ------------------------------------------------------------------------------------------------
 
 
-def frame_settings(cfg: Mapping, keys=FRAME_SETTINGS) -> dict:
-    return {key: cfg[key] for key in keys}
+def first_frame(*, init: Sequence[str], mask: Sequence[str], image: str, row: Mapping, settings: Mapping) -> None:
+    """Rule first_frame, diffusion 0:
+    1. without use_init: txt2img with the row's prompts, seed, steps, cfg and sampler;
+    2. with use_init: img2img from the init image at `strength` (masked with use_mask: white keeps the init);
+    3. write the image."""
+    from . import diffusion  # torch, diffusers: only in jobs that diffuse
+
+    if init:
+        start = io.read_image(init[0], size=(settings["W"], settings["H"]))
+        result = diffusion.img2img(start, row, settings, strength=settings["strength"],
+                                   mask=read_mask(mask[0], settings) if mask else None)
+    else:
+        _, result = diffusion.generate(None, settings, **diffusion.row_arguments(row))
+    io.write_image(image, result)
 
 
-def motion_row(row: Mapping, mode: str) -> dict:
-    return {key: row[key] for key in MOTION_KEYS[mode]}
+def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[str], mask: Sequence[str],
+                    latent: str, image: str, row: Mapping, plan: Mapping, motion: Mapping[int, Mapping],
+                    settings: Mapping) -> None:
+    """Rule frame, a diffusion d >= cadence:
+    1. warp the previous diffusion through the motion of frames d-c+1..d (3D: with their depth maps);
+    2. condition it: color coherence to the reference, grayscale, contrast, anti-blur, noise;
+    3. encode the init latent and keep it in latents/;
+    4. img2img at the frame's strength_schedule (use_mask: white keeps the conditioned init);
+    5. write the image."""
+    from . import diffusion
+
+    size = (settings["W"], settings["H"])
+    depths = dict(zip(depth_frames(plan), map(np.load, depth))) if depth else None
+    warped = warp_source(io.read_image(previous), plan, motion, settings, depths)
+    color_reference = io.read_image(reference[0], size=size) if reference else None
+    init = condition(warped, row, settings, color_reference)
+    init_latent = diffusion.encode(init, settings)
+    diffusion.save_latent(latent, init_latent)
+    result = diffusion.img2img(init, row, settings, strength=row["strength_schedule"], init_latent=init_latent,
+                               mask=read_mask(mask[0], settings) if mask else None)
+    io.write_image(image, result)
+
+
+def blend_frame(*, diffused: Sequence[str], depth: Sequence[str], image: str, plan: Mapping,
+                motion: Mapping[int, Mapping], settings: Mapping) -> None:
+    """Rule blend, an output frame with cadence > 1:
+    1. read its one or two diffused images (and 3D depth maps);
+    2. warp each forward to this frame and cross-fade them (tween_frame);
+    3. write the image."""
+    sources = [src for src in (plan["prev"], plan["next"]) if src]
+    images = {src["diffused_at"]: io.read_image(path) for src, path in zip(sources, diffused)}
+    depths = dict(zip(depth_frames(*sources), map(np.load, depth))) if depth else None
+    io.write_image(image, tween_frame(images, plan, motion, settings, depths))
+
+
+# ---- steps -----------------------------------------------------------------------------------------------
 
 
 def warp(image: np.ndarray, row: Mapping, settings: Mapping, depth: np.ndarray | None = None) -> np.ndarray:
@@ -67,7 +94,7 @@ def warp(image: np.ndarray, row: Mapping, settings: Mapping, depth: np.ndarray |
         return warp_3d(image, depth, translation_x=row["translation_x"], translation_y=row["translation_y"],
                        translation_z=row["translation_z"], rotation_3d_x=row["rotation_3d_x"],
                        rotation_3d_y=row["rotation_3d_y"], rotation_3d_z=row["rotation_3d_z"],
-                       fov=row["fov"], near=row["near"], far=row["far"],
+                       fov=row["fov_schedule"], near=row["near_schedule"], far=row["far_schedule"],
                        padding_mode=settings["padding_mode"], sampling_mode=settings["sampling_mode"])
     return motion2d.warp_2d(
         image, angle=row["angle"], zoom=row["zoom"], translation_x=row["translation_x"],
@@ -77,44 +104,24 @@ def warp(image: np.ndarray, row: Mapping, settings: Mapping, depth: np.ndarray |
         gamma=row["perspective_flip_gamma"], fv=row["perspective_flip_fv"], border=settings["border"])
 
 
-def condition(warped: np.ndarray, row: Mapping, settings: Mapping, colour_reference: np.ndarray | None,
+def condition(warped: np.ndarray, row: Mapping, settings: Mapping, color_reference: np.ndarray | None,
               noise_mask: np.ndarray | None = None) -> np.ndarray:
-    """The warped image made ready for img2img: colour coherence to the reference, grayscale, contrast,
+    """The warped image made ready for img2img: color coherence to the reference, grayscale, contrast,
     anti-blur, then noise seeded by the frame's seed (so a rerun draws the same noise)."""
     from . import noise  # imports torch: the workflow imports this module to plan, which needs none of it
 
     image = warped
-    if colour_reference is not None and colour.colour_mode(settings["color_coherence"]) != "None":
-        image = colour.match_colors(image, colour_reference, settings["color_coherence"])
+    if color_reference is not None and color.color_mode(settings["color_coherence"]) != "None":
+        image = color.match_colors(image, color_reference, settings["color_coherence"])
     if settings["color_force_grayscale"]:
-        image = colour.to_grayscale(image)
-    image = colour.apply_contrast(image, row["contrast"])
-    image = colour.unsharp_mask(image, row["kernel"], row["sigma"], row["amount"], row["threshold"])
-    return noise.add_noise(image, row["noise"], row["seed"], noise_type=settings["noise_type"],
+        image = color.to_grayscale(image)
+    image = color.apply_contrast(image, row["contrast_schedule"])
+    image = color.unsharp_mask(image, row["kernel_schedule"], row["sigma_schedule"], row["amount_schedule"],
+                               row["threshold_schedule"])
+    return noise.add_noise(image, row["noise_schedule"], row["seed_schedule"], noise_type=settings["noise_type"],
                            perlin_w=settings["perlin_w"], perlin_h=settings["perlin_h"],
                            perlin_octaves=settings["perlin_octaves"],
                            perlin_persistence=settings["perlin_persistence"], mask=noise_mask)
-
-
-def diffuse(init_latent, row: Mapping, settings: Mapping, model_cfg: Mapping, mask: np.ndarray | None = None):
-    """img2img (txt2img when `init_latent` is None) with the frame's prompt, seed, cfg, sampler and strength,
-    on the process-wide model of `model_cfg`. Returns (latent, RGB uint8 image)."""
-    from . import diffusion, models  # loads torch/diffusers only in jobs that diffuse
-
-    pipe = models.get_pipeline(model_cfg)
-    latent = diffusion.denoise(
-        pipe, init_latent, prompt=row["prompt"], negative_prompt=row["negative_prompt"], steps=row["steps"],
-        strength=row["strength"], cfg_scale=row["cfg_scale"], sampler=row["sampler"], seed=row["seed"],
-        width=settings["W"], height=settings["H"], ddim_eta=settings["ddim_eta"],
-        use_karras_sigmas=settings["use_karras_sigmas"], prompt_weighting=settings["prompt_weighting"],
-        normalize_prompt_weights=settings["normalize_prompt_weights"], mask=mask)
-    return latent, diffusion.decode_latent(pipe, latent)
-
-
-def encode(image: np.ndarray, model_cfg: Mapping):
-    from . import diffusion, models
-
-    return diffusion.encode_image(models.get_pipeline(model_cfg), image)
 
 
 def depth_frame(step: int, depth_of: int) -> int:

@@ -3,19 +3,20 @@ import json
 import numpy as np
 import pytest
 
-from deforum_steps import colour, motion2d, noise
+from deforum_steps import color, motion2d, noise
+from deforum_steps.animation import condition, depth_frames_used, tween_frame, warp, warp_source
 from deforum_steps.cadence import blend, diffusion_frames, init_plan, tween_plan
 from deforum_steps.config import load_config
-from deforum_steps.frames import (FRAME_SETTINGS, MOTION_KEYS, WARP_SETTINGS, condition, depth_frames_used,
-                                  frame_settings, motion_row, tween_frame, warp, warp_source)
+from deforum_steps.dependencies import ANIMATION_SETTINGS, MOTION_COLUMNS, WARP_SETTINGS, pick
 from deforum_steps.motion3d import warp_3d
 from deforum_steps.schedules import build_table
 from helpers import SCHEMA
 
 ROW = {"angle": 3.0, "zoom": 1.02, "translation_x": 2.0, "translation_y": -1.0, "transform_center_x": 0.5,
        "transform_center_y": 0.5, "perspective_flip_theta": 0, "perspective_flip_phi": 0,
-       "perspective_flip_gamma": 0, "perspective_flip_fv": 53, "contrast": 1.0, "kernel": 5, "sigma": 1.0,
-       "amount": 0.0, "threshold": 0.0, "noise": 0.0, "seed": 7}
+       "perspective_flip_gamma": 0, "perspective_flip_fv": 53, "contrast_schedule": 1.0, "kernel_schedule": 5,
+       "sigma_schedule": 1.0, "amount_schedule": 0.0, "threshold_schedule": 0.0, "noise_schedule": 0.0,
+       "seed_schedule": 7}
 SETTINGS = {"animation_mode": "2D", "border": "replicate", "flip_2d_perspective": False,
             "color_coherence": "None", "color_force_grayscale": False, "noise_type": "uniform", "perlin_w": 8,
             "perlin_h": 8, "perlin_octaves": 4, "perlin_persistence": 0.5}
@@ -33,44 +34,48 @@ def test_warp_applies_the_rows_2d_motion():
 
 def test_neutral_conditioning_leaves_the_image_alone():
     img = _image()
-    assert np.array_equal(condition(img, ROW, SETTINGS, colour_reference=_image(1)), img)
+    assert np.array_equal(condition(img, ROW, SETTINGS, color_reference=_image(1)), img)
 
 
-def test_conditioning_order_colour_contrast_sharpen_noise():
+def test_conditioning_order_color_contrast_sharpen_noise():
     img, ref = _image(), _image(1)
-    row = {**ROW, "contrast": 1.1, "amount": 0.3, "noise": 0.1}
+    row = {**ROW, "contrast_schedule": 1.1, "amount_schedule": 0.3, "noise_schedule": 0.1}
     settings = {**SETTINGS, "color_coherence": "Match Frame 0 RGB"}
-    expected = colour.match_colors(img, ref, "RGB")
-    expected = colour.unsharp_mask(colour.apply_contrast(expected, 1.1), 5, 1.0, 0.3, 0.0)
+    expected = color.match_colors(img, ref, "RGB")
+    expected = color.unsharp_mask(color.apply_contrast(expected, 1.1), 5, 1.0, 0.3, 0.0)
     expected = noise.add_noise(expected, 0.1, 7)
     assert np.array_equal(condition(img, row, settings, ref), expected)
 
 
-def test_frame_settings_pick_only_frame_keys():
-    cfg = {key: i for i, key in enumerate(FRAME_SETTINGS)} | {"fps": 12, "crf": 17}
-    assert set(frame_settings(cfg)) == set(FRAME_SETTINGS)
+def test_pick_takes_only_the_animation_settings():
+    cfg = {key: i for i, key in enumerate(ANIMATION_SETTINGS)} | {"fps": 12, "crf": 17}
+    assert set(pick(cfg, ANIMATION_SETTINGS)) == set(ANIMATION_SETTINGS)
 
 
 ROW_3D = {"translation_x": 3.0, "translation_y": -2.0, "translation_z": 12.0, "rotation_3d_x": 1.0,
-          "rotation_3d_y": -2.5, "rotation_3d_z": 4.0, "fov": 55.0, "near": 200.0, "far": 10000.0}
+          "rotation_3d_y": -2.5, "rotation_3d_z": 4.0, "fov_schedule": 55.0, "near_schedule": 200.0,
+          "far_schedule": 10000.0}
 SETTINGS_3D = {"animation_mode": "3D", "padding_mode": "reflection", "sampling_mode": "bilinear"}
 
 
 def test_warp_applies_the_rows_3d_motion_with_depth_padding_and_sampling():
     img, depth = _image(), np.linspace(1, 3, 64 * 64, dtype=np.float32).reshape(64, 64)
-    expected = warp_3d(img, depth, **ROW_3D, padding_mode="reflection", sampling_mode="bilinear")
+    expected = warp_3d(img, depth, translation_x=3.0, translation_y=-2.0, translation_z=12.0, rotation_3d_x=1.0,
+                       rotation_3d_y=-2.5, rotation_3d_z=4.0, fov=55.0, near=200.0, far=10000.0,
+                       padding_mode="reflection", sampling_mode="bilinear")
     assert np.array_equal(warp(img, ROW_3D, SETTINGS_3D, depth), expected)
     assert not np.array_equal(warp(img, ROW_3D, {**SETTINGS_3D, "padding_mode": "zeros"}, depth), expected)
 
 
-def test_motion_row_holds_every_key_the_warp_reads():
+def test_motion_columns_hold_every_key_the_warp_reads():
     """A warp job's params are only these columns of each row: with them alone the warp is unchanged."""
     full_2d = {**ROW, "zoom": 1.0, "perspective_flip_phi": 10.0, "prompt": "x"}
     settings = {**SETTINGS, "flip_2d_perspective": True}
-    assert set(motion_row(full_2d, "2D")) == set(MOTION_KEYS["2D"])
-    assert np.array_equal(warp(_image(), motion_row(full_2d, "2D"), settings), warp(_image(), full_2d, settings))
+    assert set(pick(full_2d, MOTION_COLUMNS["2D"])) == set(MOTION_COLUMNS["2D"])
+    assert np.array_equal(warp(_image(), pick(full_2d, MOTION_COLUMNS["2D"]), settings),
+                          warp(_image(), full_2d, settings))
     full_3d = {**ROW_3D, "angle": 5.0, "prompt": "x"}
-    assert np.array_equal(warp(_image(), motion_row(full_3d, "3D"), SETTINGS_3D),
+    assert np.array_equal(warp(_image(), pick(full_3d, MOTION_COLUMNS["3D"]), SETTINGS_3D),
                           warp(_image(), full_3d, SETTINGS_3D))
 
 
@@ -91,10 +96,10 @@ def test_tween_frames_match_the_recorded_2d_cadence_runs(conformance, cadence):
     cfg = load_config({"animation_mode": "2D", "max_frames": n, "diffusion_cadence": cadence, "seed": 1,
                        "angle": "0:(3)", "zoom": "0:(1.02)", "translation_x": "0:(2)", "translation_y": "0:(0)",
                        "border": "replicate"}, SCHEMA)
-    rows = {i: motion_row(row, "2D") for i, row in enumerate(build_table(cfg).to_dict("records"))}
+    rows = {i: pick(row, MOTION_COLUMNS["2D"]) for i, row in enumerate(build_table(cfg).to_dict("records"))}
     base = np.load(conformance / "inputs" / "test_image_64x64.npy")
     diffused = {d: _fake_diffusion_output(base, d) for d in diffusion_frames(n, cadence)}
-    settings = frame_settings(cfg, WARP_SETTINGS["2D"])
+    settings = pick(cfg, WARP_SETTINGS["2D"])
     frames = np.stack([tween_frame(diffused, tween_plan(i, n, cadence), rows, settings) for i in range(n)])
     assert np.array_equal(frames[case["written_frames"]], np.load(conformance / case["webui_file"]))
 

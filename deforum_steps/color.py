@@ -1,4 +1,4 @@
-"""Per-frame colour operations: colour coherence (histogram match to a reference frame), grayscale,
+"""Per-frame color operations: color coherence (histogram match to a reference frame), grayscale,
 contrast and the anti-blur unsharp mask. RGB uint8 in and out."""
 from __future__ import annotations
 
@@ -6,25 +6,25 @@ import cv2
 import numpy as np
 from skimage.exposure import match_histograms
 
-# (to colour space, back to RGB); RGB is matched as is.
+# (to color space, back to RGB); RGB is matched as is.
 _SPACES = {"RGB": None, "HSV": (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB), "LAB": (cv2.COLOR_RGB2LAB, cv2.COLOR_LAB2RGB)}
 
 
-def colour_mode(mode: str) -> str:
+def color_mode(mode: str) -> str:
     """'Match Frame 0 LAB' / 'LAB' -> 'LAB' (likewise HSV, RGB); 'None' -> 'None'; 'Image' (match a given
     image) -> 'LAB', the space the references use for it."""
     short = mode.removeprefix("Match Frame 0 ").strip()
     if short == "Image":
         return "LAB"
     if short != "None" and short not in _SPACES:
-        raise ValueError(f"unknown colour coherence mode {mode!r}")
+        raise ValueError(f"unknown color coherence mode {mode!r}")
     return short
 
 
 def match_colors(image: np.ndarray, reference: np.ndarray, mode: str) -> np.ndarray:
     """Match each channel's histogram of `image` to `reference` in RGB, HSV or LAB (notebook `maintain_colors`
     on RGB data). Matched values are written into uint8 by truncation, as the reference does."""
-    short = colour_mode(mode)
+    short = color_mode(mode)
     if short == "None":
         return image
     if _SPACES[short] is None:
