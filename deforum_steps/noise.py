@@ -59,8 +59,8 @@ def perlin_field(shape: tuple[int, int], res: tuple[int, int], octaves: int, per
     return noise
 
 
-def noise_image(height: int, width: int, seed: int, *, noise_type: str = "uniform", perlin_w: int = 8,
-                perlin_h: int = 8, perlin_octaves: int = 4, perlin_persistence: float = 0.5) -> np.ndarray:
+def noise_image(height: int, width: int, seed: int, *, noise_type: str, perlin_w: int, perlin_h: int,
+                perlin_octaves: int, perlin_persistence: float) -> np.ndarray:
     """The uint8 RGB noise image blended in by `add_noise`: standard normal noise drawn at the size rounded
     down to a multiple of 64, optionally modulated by a perlin field in [0, 1], nearest-resized to
     (height, width), mapped from [-1, 1] to 0..255 by truncation."""
@@ -79,9 +79,8 @@ def noise_image(height: int, width: int, seed: int, *, noise_type: str = "unifor
     return (np.clip(rgb * 0.5 + 0.5, 0, 1) * 255).astype(np.uint8)
 
 
-def add_noise(img: np.ndarray, amount: float, seed: int, *, noise_type: str = "uniform", perlin_w: int = 8,
-              perlin_h: int = 8, perlin_octaves: int = 4, perlin_persistence: float = 0.5,
-              mask: np.ndarray | None = None) -> np.ndarray:
+def add_noise(img: np.ndarray, amount: float, seed: int, *, noise_type: str, perlin_w: int, perlin_h: int,
+              perlin_octaves: int, perlin_persistence: float, mask: np.ndarray | None = None) -> np.ndarray:
     """Blend `img` toward the seeded noise image: `(1-amount)*img + amount*noise`, rounded and saturated.
     `mask` (HxW, float 0..1 or uint8 0..255) weights the blend per pixel: 0 leaves the pixel untouched."""
     height, width = img.shape[:2]

@@ -72,9 +72,10 @@ def rerun_reasons(proc: subprocess.CompletedProcess) -> dict[str, set[str]]:
     """{reason: rules} from the "Reasons:" summary of a dry run, e.g. {"params have changed ...": {"schedules"}}."""
     match = re.search(r"^Reasons:\n((?:    .*\n)+)", output(proc), re.MULTILINE)
     reasons: dict[str, set[str]] = {}
+    reason = None  # the reason whose rules the indented lines below it list
     if match:
         for line in match.group(1).splitlines():
-            if line.startswith("        "):
+            if line.startswith("        ") and reason is not None:
                 reasons[reason].update(r.strip() for r in line.split(","))
             elif line.rstrip().endswith(":"):
                 reason = line.strip().rstrip(":")

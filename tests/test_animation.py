@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import SCHEMA
 
 from deforum_steps import color, motion2d, noise
 from deforum_steps.animation import condition, depth_frames_used, tween_frame, warp, warp_source
@@ -10,7 +11,6 @@ from deforum_steps.config import load_config
 from deforum_steps.dependencies import ANIMATION_SETTINGS, MOTION_COLUMNS, WARP_SETTINGS, pick
 from deforum_steps.motion3d import warp_3d
 from deforum_steps.schedules import build_table
-from helpers import SCHEMA
 
 ROW = {"angle": 3.0, "zoom": 1.02, "translation_x": 2.0, "translation_y": -1.0, "transform_center_x": 0.5,
        "transform_center_y": 0.5, "perspective_flip_theta": 0, "perspective_flip_phi": 0,
@@ -43,7 +43,8 @@ def test_conditioning_order_color_contrast_sharpen_noise():
     settings = {**SETTINGS, "color_coherence": "Match Frame 0 RGB"}
     expected = color.match_colors(img, ref, "RGB")
     expected = color.unsharp_mask(color.apply_contrast(expected, 1.1), 5, 1.0, 0.3, 0.0)
-    expected = noise.add_noise(expected, 0.1, 7)
+    expected = noise.add_noise(expected, 0.1, 7, noise_type="uniform", perlin_w=8, perlin_h=8, perlin_octaves=4,
+                               perlin_persistence=0.5)
     assert np.array_equal(condition(img, row, settings, ref), expected)
 
 

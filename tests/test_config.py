@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import yaml
+from helpers import REPO, SCHEMA
 
 from deforum_steps.config import (
     KEY_ALIASES,
@@ -18,7 +19,6 @@ from deforum_steps.config import (
     resolve_seed,
 )
 from deforum_steps.schedules import build_table
-from helpers import REPO, SCHEMA
 
 
 def load(**raw):

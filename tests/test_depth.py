@@ -7,10 +7,15 @@ import torch
 
 from deforum_steps import depth as depth_mod
 from deforum_steps.config import ConfigError
-from deforum_steps.depth import (DEPTH_ANYTHING_PREPROCESS, FlatDepth, NetworkDepth, depth_to_png,
-                                 load_depth_model, midas_preprocess)
+from deforum_steps.depth import (
+    DEPTH_ANYTHING_PREPROCESS,
+    FlatDepth,
+    NetworkDepth,
+    depth_to_png,
+    load_depth_model,
+    midas_preprocess,
+)
 from deforum_steps.motion3d import warp_3d
-
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import torch
 from deforum_steps import diffusion as D
 from deforum_steps import models, prompts, samplers
 from deforum_steps.config import ConfigError
+from deforum_steps.dependencies import MODEL_SETTINGS, pick
 
 SIZE = 64  # latent 8x8: every test here is cheap
 
@@ -255,6 +256,46 @@ def test_latent_file_roundtrip(tmp_path, init):
     (tmp_path / "junk.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="junk.safetensors"):
         D.load_latent(tmp_path / "junk.safetensors")
+
+
+# ---- what jobs call: settings and schedule rows -------------------------------------------------------
+
+
+def test_generate_and_img2img_on_the_process_wide_model(monkeypatch, pipe, conformance):
+    settings = {"model": "builtin:tiny", "model_config": "", "map_location": "cpu", "dtype": "fp32", "W": SIZE,
+                "H": SIZE, "ddim_eta": 0.0, "use_karras_sigmas": False, "prompt_weighting": True,
+                "normalize_prompt_weights": True, "overlay_mask": True}
+    monkeypatch.setattr(models, "_loaded", (tuple(pick(settings, MODEL_SETTINGS).values()), pipe))
+    row = {"prompt": "a cat:1 a dog:-1", "negative_prompt": "blurry", "seed_schedule": 7, "steps_schedule": 4,
+           "cfg_scale_schedule": 5.0, "sampler_schedule": "heun", "strength_schedule": 0.9, "zoom": 1.0}
+    arguments = D.row_arguments(row)
+    assert arguments == {"prompt": "a cat:1 a dog:-1", "negative_prompt": "blurry", "seed": 7, "steps": 4,
+                         "cfg_scale": 5.0, "sampler": "heun"}  # strength is the caller's to pick
+    same = dict(prompt=row["prompt"], negative_prompt="blurry", seed=7, steps=4, cfg_scale=5.0, sampler="heun")
+
+    latent, image = D.generate(None, settings, **arguments)  # txt2img
+    assert torch.equal(latent, run(pipe, None, **same))
+    np.testing.assert_array_equal(image, D.decode_latent(pipe, latent))
+    np.testing.assert_array_equal(D.decode(latent, settings), image)
+
+    start = np.load(conformance / "inputs" / "test_image_64x64.npy")
+    init_latent = D.encode(start, settings)
+    assert torch.equal(init_latent, D.encode_image(pipe, start))
+    expected = D.decode_latent(pipe, run(pipe, init_latent, strength=0.5, **same))
+    np.testing.assert_array_equal(D.img2img(start, row, settings, strength=0.5), expected)
+    np.testing.assert_array_equal(D.img2img(start, row, settings, strength=0.5, init_latent=init_latent), expected)
+    np.testing.assert_array_equal(D.img2img(start, row, settings, strength=1.0),
+                                  D.decode_latent(pipe, init_latent))  # strength 1: the init, through the VAE
+
+    mask = np.zeros((SIZE, SIZE), np.float32)
+    mask[:, : SIZE // 2] = 1  # pixels: white keeps the init
+    masked = D.img2img(start, row, settings, strength=0.5, mask=mask)
+    np.testing.assert_array_equal(masked[:, : SIZE // 2], start[:, : SIZE // 2])  # overlay_mask pastes it back
+    assert not np.array_equal(masked[:, SIZE // 2:], start[:, SIZE // 2:])
+    latent, _ = D.generate(init_latent, settings, strength=0.5, mask=mask, **arguments)
+    assert torch.equal(latent[..., : SIZE // 16], init_latent[..., : SIZE // 16])  # the latent mask too
+    plain = D.img2img(start, row, {**settings, "overlay_mask": False}, strength=0.5, mask=mask)
+    np.testing.assert_array_equal(plain, D.decode_latent(pipe, latent))  # no overlay: the decoded image
 
 
 # ---- timing ------------------------------------------------------------------------------------------

@@ -6,12 +6,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import SCHEMA
 from PIL import Image, ImageEnhance
 
 from deforum_steps import diffusion, io, masks
 from deforum_steps.config import ConfigError, load_config
 from deforum_steps.dependencies import DIFFUSION_SETTINGS, MASK_SETTINGS, pick
-from helpers import SCHEMA
 
 W = H = 64
 # load_mask's adjustments (the config keys, all required) at their neutral values: the mask as drawn

@@ -7,7 +7,6 @@ import torch
 
 from deforum_steps.motion3d import warp_3d
 
-
 NO_MOTION = dict(translation_x=0, translation_y=0, translation_z=0, rotation_3d_x=0, rotation_3d_y=0,
                  rotation_3d_z=0)
 NB_CAMERA = dict(fov=40, near=200, far=10000)

@@ -6,6 +6,9 @@ import torch
 
 from deforum_steps.noise import add_noise, noise_image, perlin_field
 
+# The perlin grid of the tests that do not vary it (the function has no defaults: those live in the schema).
+GRID = {"perlin_w": 8, "perlin_h": 8, "perlin_octaves": 4, "perlin_persistence": 0.5}
+
 
 def _webui_cases(conformance):
     manifest = json.loads((conformance / "noise/manifest.json").read_text())
@@ -28,7 +31,7 @@ def test_noise_conformance(conformance):
 def test_white_noise_is_the_seeded_randn(conformance, seed):
     randn = np.load(conformance / f"noise/randn_seed{seed}_3x128x128.npy")
     expected = (np.clip(randn.transpose(1, 2, 0) * 0.5 + 0.5, 0, 1) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(noise_image(128, 128, seed), expected)
+    np.testing.assert_array_equal(noise_image(128, 128, seed, noise_type="uniform", **GRID), expected)
 
 
 def test_perlin_field_follows_the_randn_draw(conformance):
@@ -42,43 +45,45 @@ def test_perlin_field_follows_the_randn_draw(conformance):
 @pytest.mark.parametrize("noise_type", ["uniform", "perlin"])
 def test_reproducible_per_seed_and_different_across_seeds(noise_type):
     img = np.full((64, 64, 3), 128, np.uint8)
-    a = add_noise(img, 0.3, 7, noise_type=noise_type)
-    np.testing.assert_array_equal(a, add_noise(img, 0.3, 7, noise_type=noise_type))
-    assert not np.array_equal(a, add_noise(img, 0.3, 8, noise_type=noise_type))
+    a = add_noise(img, 0.3, 7, noise_type=noise_type, **GRID)
+    np.testing.assert_array_equal(a, add_noise(img, 0.3, 7, noise_type=noise_type, **GRID))
+    assert not np.array_equal(a, add_noise(img, 0.3, 8, noise_type=noise_type, **GRID))
     assert not np.array_equal(a, img)
-    add_noise(img, 0.3, 2**32 - 1, noise_type=noise_type)
+    add_noise(img, 0.3, 2**32 - 1, noise_type=noise_type, **GRID)
 
 
 @pytest.mark.parametrize("noise_type", ["uniform", "perlin"])
 def test_sizes_not_multiple_of_64(noise_type):
     """Decision: the webui crashes on uniform noise at 72x72 (noise drawn at 64x64, never resized); we
     nearest-resize it like perlin noise, so it is the 64x64 noise stretched."""
-    out = add_noise(np.zeros((72, 72, 3), np.uint8), 0.5, 3, noise_type=noise_type)
+    out = add_noise(np.zeros((72, 72, 3), np.uint8), 0.5, 3, noise_type=noise_type, **GRID)
     assert out.shape == (72, 72, 3) and out.dtype == np.uint8
-    small, big = noise_image(64, 64, 3, noise_type=noise_type), noise_image(72, 72, 3, noise_type=noise_type)
+    small = noise_image(64, 64, 3, noise_type=noise_type, **GRID)
+    big = noise_image(72, 72, 3, noise_type=noise_type, **GRID)
     rows = np.arange(72) * 64 // 72
     np.testing.assert_array_equal(big, small[rows][:, rows])
 
 
 def test_perlin_grid_not_dividing_the_size():
     out = add_noise(np.zeros((128, 192, 3), np.uint8), 0.5, 1, noise_type="perlin", perlin_w=5, perlin_h=7,
-                    perlin_octaves=3)
+                    perlin_octaves=3, perlin_persistence=0.5)
     assert out.shape == (128, 192, 3)
 
 
 def test_mask_restricts_the_blend():
     img = np.full((64, 64, 3), 90, np.uint8)
-    full = add_noise(img, 0.5, 11)
+    full = add_noise(img, 0.5, 11, noise_type="uniform", **GRID)
     mask = np.zeros((64, 64))
     mask[:, 32:] = 1.0
-    out = add_noise(img, 0.5, 11, mask=mask)
+    out = add_noise(img, 0.5, 11, noise_type="uniform", **GRID, mask=mask)
     assert (out[:, :32] == 90).all()
     np.testing.assert_array_equal(out[:, 32:], full[:, 32:])
-    np.testing.assert_array_equal(add_noise(img, 0.5, 11, mask=(mask * 255).astype(np.uint8)), out)
-    half = add_noise(img, 0.5, 11, mask=np.full((64, 64), 0.5))
+    byte_mask = (mask * 255).astype(np.uint8)
+    np.testing.assert_array_equal(add_noise(img, 0.5, 11, noise_type="uniform", **GRID, mask=byte_mask), out)
+    half = add_noise(img, 0.5, 11, noise_type="uniform", **GRID, mask=np.full((64, 64), 0.5))
     assert np.abs(half.astype(int) - (img.astype(int) + full) / 2).max() <= 0.5
 
 
 def test_unknown_noise_type_rejected():
     with pytest.raises(ValueError, match="noise_type"):
-        add_noise(np.zeros((64, 64, 3), np.uint8), 0.1, 0, noise_type="gaussian")
+        add_noise(np.zeros((64, 64, 3), np.uint8), 0.1, 0, noise_type="gaussian", **GRID)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from helpers import output, run_snakemake, write_config
 from snakemake.settings.enums import Quietness
 from snakemake.settings.types import OutputSettings
 from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_interface_logger_plugins.registry import LoggerPluginRegistry
 
-from helpers import output, run_snakemake, write_config
 from snakemake_logger_plugin_deforum import LogHandler, format_seconds
 
 PROFILE_QUIET = {Quietness.RULES, Quietness.HOST}

@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import SCHEMA
 
 from deforum_steps import diffusion, io, models, samplers, stills
 from deforum_steps.config import ConfigError, load_config
 from deforum_steps.keyframes import seed_sequence
 from deforum_steps.schedules import build_table
-from helpers import SCHEMA
 
 W = H = 64
 TWO_PROMPTS = {"animation_mode": "None", "W": W, "H": H, "seed": 42, "n_batch": 2,

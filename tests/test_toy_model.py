@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_snakemake, write_config
 
 from deforum_steps import diffusion, models, toy_world
 from deforum_steps.io import read_image
-from helpers import run_snakemake, write_config
 
 TOY = Path(__file__).resolve().parents[1] / "models" / "toy"
 README = TOY.parents[1] / "README.md"

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import SCHEMA, SMALL_CONFIG, SNAKEFILE, last_line, output, planned_jobs, run_snakemake, write_config
 
 from deforum_steps import io, video
 from deforum_steps.config import load_config
-from helpers import SCHEMA, SMALL_CONFIG, SNAKEFILE, last_line, output, planned_jobs, run_snakemake, write_config
 
 N = 8
 OUT = "output/test"
@@ -62,7 +62,8 @@ def latent(path: Path) -> np.ndarray:
 
 def planned_frames(proc: subprocess.CompletedProcess) -> list[int]:
     """Frame numbers whose frames/ image a dry run with the per-job blocks (--quiet host) plans to write."""
-    outputs = [f for line in output(proc).splitlines() if line.startswith("    output: ") for f in line[12:].split(", ")]
+    lines = output(proc).splitlines()
+    outputs = [f for line in lines if line.startswith("    output: ") for f in line[12:].split(", ")]
     return sorted(int(m.group(1)) for f in outputs if (m := FRAME_FILE.search(f)))
 
 
@@ -212,7 +213,8 @@ def test_kill_9_mid_frame_then_resume_is_bit_identical(rendered, tmp_path):
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"the render ended before it could be interrupted:\n{(tmp_path / 'killed.log').read_text()}")
+                log = (tmp_path / "killed.log").read_text()
+                pytest.fail(f"the render ended before it could be interrupted:\n{log}")
             if (out / "latents").is_dir() and in_flight(out):
                 os.killpg(proc.pid, signal.SIGSTOP)
                 if k := in_flight(out):

@@ -1,9 +1,10 @@
 """use_init + use_mask in 2D: the mask's white half keeps the init (then the warped init), the black half is
 diffused, and an edited mask file reruns the masked frames."""
 import numpy as np
+from helpers import planned_jobs, run_snakemake, write_config
 
 from deforum_steps import io
-from helpers import planned_jobs, run_snakemake, write_config
+
 
 def _inputs(tmp_path):
     init = np.zeros((64, 64, 3), np.uint8)

@@ -9,6 +9,17 @@ import time
 
 import numpy as np
 import pytest
+from helpers import (
+    SCHEMA,
+    SMALL_CONFIG,
+    SNAKEFILE,
+    SNAKEMAKE,
+    output,
+    planned_jobs,
+    rerun_reasons,
+    run_snakemake,
+    write_config,
+)
 
 from deforum_steps import io
 from deforum_steps.animation import tween_frame, warp_source
@@ -18,8 +29,6 @@ from deforum_steps.dependencies import DEPTH_SETTINGS, MOTION_COLUMNS, WARP_SETT
 from deforum_steps.depth import load_depth_model
 from deforum_steps.schedules import build_table
 from deforum_steps.video import count_video_frames
-from helpers import (SCHEMA, SMALL_CONFIG, SNAKEFILE, SNAKEMAKE, output, planned_jobs, rerun_reasons, run_snakemake,
-                     write_config)
 
 OUT = "output/test"
 N, CADENCE = 10, 3

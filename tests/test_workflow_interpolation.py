@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import SCHEMA, SMALL_CONFIG, last_line, output, planned_jobs, run_snakemake, write_config
 
 from deforum_steps import diffusion, interpolation, io, models
 from deforum_steps.config import ConfigError, load_config
-from helpers import SCHEMA, SMALL_CONFIG, last_line, output, planned_jobs, run_snakemake, write_config
 
 OUT = "output/test"
 PROMPTS = {0: "a red apple", 5: "a yellow banana --neg blurry", 9: "a green pear"}

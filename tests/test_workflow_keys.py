@@ -55,7 +55,8 @@ def test_resume_timestring_continues_an_earlier_render(tmp_path):
     write_config(tmp_path, **TINY, resume_from_timestring=True, resume_timestring="nope")
     proc = run_snakemake(tmp_path, "-n")
     assert proc.returncode == 1
-    assert last_line(proc) == "config error: resume_timestring: no earlier render 'nope' in output (renders there: first)"
+    assert last_line(proc) == ("config error: resume_timestring: no earlier render 'nope' in output "
+                               "(renders there: first)")
 
 
 def test_keys_that_change_nothing_warn(tmp_path):

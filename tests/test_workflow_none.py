@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import SCHEMA, SMALL_CONFIG, last_line, output, planned_jobs, run_snakemake, write_config
 
 from deforum_steps import io, stills
 from deforum_steps.config import load_config
-from helpers import SCHEMA, SMALL_CONFIG, last_line, output, planned_jobs, run_snakemake, write_config
 
 OUT = "output/test"
 STILLS = {"animation_mode": "None", "steps": 3, "sampler": "Euler a", "n_batch": 2, "make_grid": True,

@@ -4,10 +4,6 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
-from deforum_steps import schedules
-from deforum_steps.config import load_config
-from deforum_steps.schedules import build_table
 from helpers import (
     SCHEMA,
     SMALL_CONFIG,
@@ -18,6 +14,10 @@ from helpers import (
     run_snakemake,
     write_config,
 )
+
+from deforum_steps import schedules
+from deforum_steps.config import load_config
+from deforum_steps.schedules import build_table
 
 OUT = "output/test"
 # Runs target the schedules rule (not rule all) so that the rendering stages stay out of these tests.

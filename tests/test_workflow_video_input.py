@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SCHEMA, SMALL_CONFIG, last_line, output, planned_jobs, run_snakemake, write_config
 
 from deforum_steps import diffusion, io, masks
 from deforum_steps.config import load_config
@@ -16,7 +17,6 @@ from deforum_steps.dependencies import DIFFUSION_COLUMNS, DIFFUSION_SETTINGS, MA
 from deforum_steps.schedules import build_table
 from deforum_steps.video import content_fingerprint, count_video_frames, ffmpeg_exe
 from deforum_steps.video_input import PROBE_CACHE
-from helpers import SCHEMA, SMALL_CONFIG, last_line, output, planned_jobs, run_snakemake, write_config
 
 OUT = "output/test"
 W = H = 64
