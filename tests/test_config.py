@@ -34,9 +34,11 @@ def error_of(**raw) -> str:
 
 
 def documented_keys() -> set[str]:
-    """Backticked keys of the second column of docs/config-keys.md (`_phi` abbreviates `perspective_flip_phi`)."""
+    """Backticked keys of the second column of docs/config-keys.md's key table (`_phi` abbreviates
+    `perspective_flip_phi`); the sections after it (other spellings, ...) are not keys of the schema."""
     keys = set()
-    for line in (REPO / "docs" / "config-keys.md").read_text().splitlines():
+    table = (REPO / "docs" / "config-keys.md").read_text().split("\n## ", 1)[0]
+    for line in table.splitlines():
         cells = line.split("|")
         if len(cells) < 4 or not cells[2].strip().startswith("`"):
             continue
