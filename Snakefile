@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.utils import min_version
 
 from deforum_steps import interpolation, masks, model_files, stills, video_input
-from deforum_steps.config import ConfigError, load_config, resolve_seed
+from deforum_steps.config import ConfigError, check_output_folder, load_config, resolve_seed
 from deforum_steps.schedules import build_table
 
 min_version("9.0")
@@ -23,8 +23,10 @@ try:
     config.clear()  # the resolved keys only, aliases translated
     config.update(resolved)
     RANDOM_SEED = config["seed"] == -1
+    check_output_folder(config)
     config["seed"] = resolve_seed(config)
     masks.check_input_images(config)
+    model_files.model_location(config["model"])
     model_files.check_checksum(config)
     # These modes' frame counts come from the video (probed now) and from the key prompts, not max_frames.
     if config["animation_mode"] == "Video Input":

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+from . import io
 from .config import ConfigError
-from .io import atomic_path
 from .masks import latent_mask, overlay
 from .models import Pipeline, get_pipeline
 from .prompts import weighted_parts
@@ -241,11 +241,10 @@ def decode_latent(pipe: Pipeline, latent: torch.Tensor) -> np.ndarray:
 
 
 def save_latent(path: str | os.PathLike, latent: torch.Tensor) -> None:
-    """Write a latent tensor as safetensors (key "latent"), atomically."""
-    from safetensors.torch import save_file
+    """Write a latent tensor as safetensors (key "latent"), atomically and checked."""
+    from safetensors.torch import save
 
-    with atomic_path(path) as tmp:
-        save_file({"latent": latent.detach().cpu().contiguous()}, str(tmp))
+    io.write_bytes(path, save({"latent": latent.detach().cpu().contiguous()}))
 
 
 def load_latent(

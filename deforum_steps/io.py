@@ -1,40 +1,102 @@
-"""File I/O shared by every stage. Every write is atomic (temp file in the same folder, then os.replace),
-so a job killed mid-write never leaves a partial file that a later run could take as done."""
+"""File I/O shared by every stage: every artifact is whole or absent.
+
+Every write is atomic (a temp file in the same folder, then os.replace), so a job killed mid-write never leaves a
+partial file that a later run could take as done. A write that fails (disk full, no permission) is one line
+naming the file and the reason, and bytes we encode ourselves are read back and compared before they count as
+written. Inside a render folder (record_in), each finished file is recorded in its .checksums (size, time,
+SHA-256); check_render compares the folder with those records when a run starts, deletes what no longer
+matches (Snakemake then renders it again, and everything made from it) and removes our leftover temp files.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
+import io as _bytes_io
 import os
+import re
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+CHECKSUMS = ".checksums"
+# The names mkstemp/mkdtemp give our temp files and folders: ".{stem}.{8 random characters}{suffix}".
+_TEMP_NAME = re.compile(r"\.[^.].*\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
+# Files of the render folder that are not artifacts: the run lock and the records themselves.
+_NOT_ARTIFACTS = {CHECKSUMS, ".render.lock"}
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# The render folder whose writes are recorded (set by the workflow as it loads; None outside a render). Jobs run
+# as threads of one process, so one lock serialises the appends.
+_record_folder: Path | None = None
+_record_lock = threading.Lock()
+
+
+class WriteError(OSError):
+    """A file could not be written; the message is one line naming the file and the reason."""
+
+
+class DamagedFile(ValueError):
+    """A file that should be an artifact of ours does not read back whole."""
+
+
+def record_in(folder: str | os.PathLike | None) -> None:
+    """Record every file written under `folder` from now on in folder/.checksums (None: stop recording)."""
+    global _record_folder
+    _record_folder = None if folder is None else Path(folder).resolve()
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix); move it over `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, expected: bytes | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix); move it over `path` only if the block succeeds (and, with
+    `expected`, the file holds exactly those bytes). A failed write raises WriteError and leaves nothing behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual permissions
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    except OSError as e:
+        raise WriteError(_failure(path, e)) from None
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual permissions
         yield Path(tmp)
+        digest, size = _digest(tmp)
+        if expected is not None and (size, digest) != (len(expected), hashlib.sha256(expected).hexdigest()):
+            raise WriteError(f"cannot write {path}: {size} of {len(expected)} bytes read back as written")
         os.replace(tmp, path)
+        _record(path, digest, size)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise (e if isinstance(e, WriteError) else WriteError(_failure(path, e))) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
+def _failure(path: Path, error: OSError) -> str:
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason += " (free some space and run again: nothing finished is lost)"
+    return f"cannot write {path}: {reason}"
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` atomically, checked: the file is read back and compared before it replaces `path`."""
+    with atomic_path(path, expected=data) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_bytes(path, text.encode())
 
 
 def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -48,16 +110,135 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 (H, W, 3) array losslessly (PNG), atomically."""
+    """Write an RGB uint8 (H, W, 3) array losslessly (PNG), atomically and checked."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image, got {rgb.dtype} {rgb.shape}")
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write image {path}")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise WriteError(f"cannot write {path}: PNG encoding failed")
+    write_bytes(path, png.tobytes())
 
 
 def save_array(path: str | os.PathLike, array: np.ndarray) -> None:
-    """np.save, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
+    """np.save, atomically and checked."""
+    buffer = _bytes_io.BytesIO()
+    np.save(buffer, array)
+    write_bytes(path, buffer.getvalue())
+
+
+def check_whole(path: str | os.PathLike) -> None:
+    """Raise DamagedFile unless `path` reads back whole by its format's own checks: PNG chunk CRCs up to IEND, the
+    .npy header against the file's size, the safetensors header against the file's size. Other files pass."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.verify()
+        elif suffix == ".npy":
+            np.load(path, mmap_mode="r")
+        elif suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(path, "np"):
+                pass
+    except Exception as e:  # every reader has its own exception types; all mean "not whole"
+        raise DamagedFile(f"{path} does not read back whole ({' '.join(str(e).split()) or type(e).__name__})") from None
+
+
+# ---- records ----------------------------------------------------------------------------------------------
+
+
+def _digest(path: str | os.PathLike) -> tuple[str, int]:
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+        return digest.hexdigest(), f.tell()
+
+
+def record(path: str | os.PathLike) -> None:
+    """Record a finished file that another program wrote (ffmpeg's extracted frames), as atomic_path does."""
+    _record(Path(path), *_digest(path))
+
+
+def _record(path: Path, digest: str, size: int) -> None:
+    if _record_folder is None:
+        return
+    try:
+        name = path.resolve().relative_to(_record_folder).as_posix()
+    except ValueError:
+        return  # not in the render folder
+    if name in _NOT_ARTIFACTS:
+        return
+    line = f"{digest} {size} {path.stat().st_mtime_ns} {name}\n"
+    with _record_lock, open(_record_folder / CHECKSUMS, "a") as f:
+        f.write(line)
+
+
+def _read_records(folder: Path) -> dict[str, tuple[str, int, int]]:
+    """{relative path: (sha256, size, mtime_ns)}, the last record of each path."""
+    records = {}
+    path = folder / CHECKSUMS
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split(" ", 3)
+            if len(parts) == 4 and parts[1].isdigit() and parts[2].isdigit():
+                records[parts[3]] = (parts[0], int(parts[1]), int(parts[2]))
+    return records
+
+
+def check_render(folder: str | os.PathLike) -> list[str]:
+    """Make the render folder trustworthy before a run relies on it; return one line per file removed.
+
+    1. remove our leftover temp files and folders (a run killed mid-write);
+    2. compare every file with its record: another size, or other content after its time changed, is damage;
+    3. check files without a record (an older checkout's render) by their format (check_whole);
+    4. delete the damaged files, so Snakemake renders them again with what depends on them;
+    5. rewrite the records when they differ from what is on disk now: one line per file.
+    Only for a run that holds the folder's lock: a concurrent run's writes would look damaged.
+    """
+    folder = Path(folder).resolve()
+    records = _read_records(folder)
+    damaged, kept = [], []
+    for root, dirs, files in os.walk(folder):
+        for name in [d for d in dirs if _TEMP_NAME.fullmatch(d)]:
+            shutil.rmtree(Path(root, name), ignore_errors=True)
+            dirs.remove(name)
+        for name in files:
+            path = Path(root, name)
+            rel = path.relative_to(folder).as_posix()
+            if _TEMP_NAME.fullmatch(name):
+                path.unlink(missing_ok=True)
+            elif rel not in _NOT_ARTIFACTS:
+                problem = _damage(path, records.get(rel))
+                if problem:
+                    damaged.append(f"{rel} {problem}: it is rendered again, with what is made from it")
+                    path.unlink()
+                else:
+                    kept.append(path)
+    now = {}
+    for path in kept:
+        rel = path.relative_to(folder).as_posix()
+        digest, size, _ = records.get(rel) or (*_digest(path), 0)
+        now[rel] = (digest, size, path.stat().st_mtime_ns)
+    if now != records:  # left as it is otherwise: a run that finds nothing wrong changes no file
+        write_text(folder / CHECKSUMS, "".join(f"{d} {s} {t} {rel}\n" for rel, (d, s, t) in now.items()))
+    return sorted(damaged)
+
+
+def _damage(path: Path, record: tuple[str, int, int] | None) -> str | None:
+    """Why the file at `path` is not what was written (None: it is)."""
+    stat = path.stat()
+    if record is None:
+        try:
+            check_whole(path)
+        except DamagedFile as e:
+            return str(e).removeprefix(f"{path} ")
+        return None
+    digest, size, mtime_ns = record
+    if stat.st_size != size:
+        return f"has {stat.st_size} bytes, {size} were written"
+    if stat.st_mtime_ns != mtime_ns and _digest(path)[0] != digest:
+        return "changed since it was written"
+    return None

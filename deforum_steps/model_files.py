@@ -1,4 +1,5 @@
-"""The model's files, checked when the workflow loads, without torch: check_sha256 verifies a checkpoint before
+"""The model's files, found and checked when the workflow loads, without torch: model_location finds the model
+`model` names (a missing one is a config error before anything runs), check_sha256 verifies a checkpoint before
 any job runs, and a digest is computed once per file version (cached by path, size and modification time in
 .snakemake/, the working directory's planning state), so replanning a render reads no checkpoint again."""
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,7 +15,67 @@ from . import io
 from .config import ConfigError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+TOY_DIR = Path(__file__).resolve().parents[1] / "models" / "toy"
+HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
 DIGEST_CACHE = Path(".snakemake") / "sha256_digests.json"
+
+
+def model_location(model: str) -> Path | None:
+    """Where the model that `model` names is, found when the workflow loads (never downloaded): None for
+    builtin:tiny (built in memory), else a single-file checkpoint or a diffusers folder. One-line ConfigError
+    naming `model`, saying what to fetch, when it is not here."""
+    model = str(model).strip()
+    if model == "builtin:tiny":
+        return None
+    path = Path(model).expanduser()
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES and not path.is_dir():
+        if not path.is_file():
+            raise ConfigError(
+                f"model: no checkpoint at {path}: download the SD 1.x/2.x {path.suffix} file "
+                f"(e.g. v1-5-pruned-emaonly{path.suffix}) and put it at that path"
+            )
+        return path
+    return model_folder(model)
+
+
+def model_folder(model: str) -> Path:
+    """The diffusers folder that `model` (builtin:toy, a local folder or a cached hub id) names."""
+    if model == "builtin:toy":
+        if not (TOY_DIR / "model_index.json").is_file():
+            raise ConfigError(
+                f"model: builtin:toy needs the trained toy model as a diffusers folder in {TOY_DIR} "
+                "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); train or copy it there, "
+                "or use model: builtin:tiny"
+            )
+        return TOY_DIR
+    if model.startswith("builtin:"):
+        raise ConfigError(f"model: unknown builtin model {model!r} (builtin:tiny or builtin:toy)")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ConfigError(f"model: {model} is neither a diffusers folder nor a .safetensors/.ckpt checkpoint")
+    if not HUB_ID.fullmatch(model):
+        raise ConfigError(f"model: no such file or folder: {model}")
+    folder = cached_hub_folder(model)
+    if folder is None:
+        raise ConfigError(
+            f"model: {model!r} is not a local file or folder and not in the local Hugging Face cache; download it on "
+            f"a connected machine with `hf download {model}` (into HF_HOME) or set model to a local folder or "
+            ".safetensors/.ckpt file"
+        )
+    return folder
+
+
+def cached_hub_folder(repo_id: str) -> Path | None:
+    """The snapshot folder of `repo_id` in the local Hugging Face cache (None if absent); never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
+        return None
 
 
 def check_checksum(cfg: Mapping, cache_file: Path = DIGEST_CACHE) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,12 +24,8 @@ import torch
 
 from .config import ConfigError
 from .dependencies import MODEL_SETTINGS, pick
-from .model_files import CHECKPOINT_SUFFIXES
+from .model_files import cached_hub_folder, model_location
 
-REPO = Path(__file__).resolve().parents[1]
-TOY_DIR = REPO / "models" / "toy"
-
-HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # SD 1.x noise schedule (what the v1 checkpoints ship as scheduler_config.json, minus the class name).
@@ -94,47 +89,12 @@ def load_pipeline(cfg: Mapping) -> Pipeline:
     s = pick(cfg, MODEL_SETTINGS)
     device = resolve_device(s["map_location"])
     dtype = resolve_dtype(s["dtype"], device)
-    model = str(s["model"]).strip()
-    path = Path(model).expanduser()
-    if model == "builtin:tiny":
+    location = model_location(s["model"])
+    if location is None:
         return build_tiny(device, dtype)
-    if path.suffix.lower() in CHECKPOINT_SUFFIXES and not path.is_dir():
-        if not path.is_file():
-            raise ConfigError(
-                f"model: no checkpoint at {path}: download the SD 1.x/2.x {path.suffix} file "
-                f"(e.g. v1-5-pruned-emaonly{path.suffix}) and put it at that path"
-            )
-        return load_single_file(path, s["model_config"], device, dtype)
-    return load_folder(model_folder(model), device, dtype)
-
-
-def model_folder(model: str) -> Path:
-    """The diffusers folder that `model` (builtin:toy, a local folder or a cached hub id) names."""
-    if model == "builtin:toy":
-        if not (TOY_DIR / "model_index.json").is_file():
-            raise ConfigError(
-                f"model: builtin:toy needs the trained toy model as a diffusers folder in {TOY_DIR} "
-                "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); train or copy it there, "
-                "or use model: builtin:tiny"
-            )
-        return TOY_DIR
-    if model.startswith("builtin:"):
-        raise ConfigError(f"model: unknown builtin model {model!r} (builtin:tiny or builtin:toy)")
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ConfigError(f"model: {model} is neither a diffusers folder nor a .safetensors/.ckpt checkpoint")
-    if not HUB_ID.fullmatch(model):
-        raise ConfigError(f"model: no such file or folder: {model}")
-    folder = cached_hub_folder(model)
-    if folder is None:
-        raise ConfigError(
-            f"model: {model!r} is not a local file or folder and not in the local Hugging Face cache; download it on "
-            f"a connected machine with `hf download {model}` (into HF_HOME) or set model to a local folder or "
-            ".safetensors/.ckpt file"
-        )
-    return folder
+    if location.is_file():
+        return load_single_file(location, s["model_config"], device, dtype)
+    return load_folder(location, device, dtype)
 
 
 def resolve_device(map_location: str) -> torch.device:
@@ -220,17 +180,6 @@ def sd_config_repo(path: Path) -> str:
     except (OSError, ValueError, RuntimeError) as e:
         raise ConfigError(f"model: cannot read the checkpoint {path}: {_first_line(e)}") from e
     return fetch_diffusers_config(checkpoint)["pretrained_model_name_or_path"]
-
-
-def cached_hub_folder(repo_id: str) -> Path | None:
-    """The snapshot folder of `repo_id` in the local Hugging Face cache (None if absent); never downloads."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
-        return None
 
 
 def _first_line(e: BaseException) -> str:

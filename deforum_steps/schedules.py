@@ -7,13 +7,19 @@ confused with `strength`, the strength of an init image. `cfg_scale_schedule`, `
 `sampler_schedule` and `seed_schedule` hold the value every frame really uses, also when the schedule itself is
 off (then `scale`, `steps`, `sampler`, or the seeds that seed_behavior makes). `prompt` and `negative_prompt`
 come from animation_prompts and neg_prompts; `denoise_steps` records how many steps each diffusion runs.
+
+Every value is checked here, before anything runs: every schedule finite at every frame, and each schedule the
+animation mode reads within its range (the schema's `x-values`) at every frame.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import textwrap
 from collections.abc import Mapping
+from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +27,8 @@ import pandas as pd
 import yaml
 
 from deforum_steps import io
-from deforum_steps.config import ConfigError
+from deforum_steps.config import ConfigError, check_plan_memory, load_schema
+from deforum_steps.dependencies import DIFFUSION_COLUMNS, INTERPOLATION_COLUMNS, MOTION_COLUMNS
 from deforum_steps.keyframes import (
     SEED_MODULUS,
     check_frames,
@@ -42,6 +49,18 @@ NUMERIC_SCHEDULES = (
     "sigma_schedule", "amount_schedule", "threshold_schedule",
 )
 _PLOT_COLUMNS = 4
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+# The columns animation.condition reads to prepare each 2D/3D init.
+CONDITION_COLUMNS = ("contrast_schedule", "kernel_schedule", "sigma_schedule", "amount_schedule",
+                     "threshold_schedule", "noise_schedule")
+_FLIP_COLUMNS = ("perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma", "perspective_flip_fv")
+# The anti-blur reads these only at the frames whose amount_schedule is > 0 (color.unsharp_mask).
+_ANTI_BLUR_COLUMNS = ("kernel_schedule", "sigma_schedule", "threshold_schedule")
+# The keys that set the frame count where it is not max_frames: the video's frames, the key prompts' tweens.
+_FRAME_COUNT_KEYS = {"Video Input": "video_init_path", "Interpolation": "interpolate_x_frames"}
+# How the range keywords of x-values compare a value with their bound.
+_COMPARISONS = {"minimum": (np.greater_equal, ">="), "maximum": (np.less_equal, "<="),
+                "exclusiveMinimum": (np.greater, ">"), "exclusiveMaximum": (np.less, "<"), "const": (np.equal, "==")}
 
 
 def build_table(cfg: Mapping) -> pd.DataFrame:
@@ -49,14 +68,19 @@ def build_table(cfg: Mapping) -> pd.DataFrame:
     steps. `cfg` is a validated config with `seed` already resolved."""
     n = int(cfg["max_frames"])
     check_frames(n)
+    check_plan_memory(_FRAME_COUNT_KEYS.get(cfg["animation_mode"], "max_frames"), n)
     seed = int(cfg["seed"])
     columns = {key: _numeric_column(cfg, key, n, seed) for key in NUMERIC_SCHEDULES}
-    steps_key = "steps_schedule" if cfg["enable_steps_scheduling"] else "steps"
-    columns["steps_schedule"] = _whole(columns["steps_schedule"], steps_key, 1)
-    columns["kernel_schedule"] = _whole(columns["kernel_schedule"], "kernel_schedule", 0)
+    for key in NUMERIC_SCHEDULES:
+        _check_finite(columns[key], *_source(cfg, key))
+    for key in ("steps_schedule", "kernel_schedule"):
+        columns[key] = np.trunc(columns[key]).astype(np.int64)  # like the webui's astype(int)
+    _check_ranges(cfg, columns)
     columns["sampler_schedule"] = _samplers(cfg, n, seed)
     columns["prompt"], columns["negative_prompt"] = prompts_per_frame(cfg["animation_prompts"],
                                                                       cfg["neg_prompts"], n)
+    if cfg["animation_mode"] != "None":  # None mode renders its `prompts` list
+        _check_prompts(columns["prompt"], cfg["animation_prompts"])
     columns["seed_schedule"] = _frame_seeds(cfg, n, seed)
     columns["denoise_steps"] = _denoise_column(cfg, columns["strength_schedule"], columns["steps_schedule"])
     return pd.DataFrame(columns, index=pd.RangeIndex(n, name="frame"))
@@ -77,8 +101,7 @@ def write_records(cfg: Mapping[str, Any], csv: str | os.PathLike, png: str | os.
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """One row per frame (column `frame`), one column per evaluated parameter."""
-    with io.atomic_path(path) as tmp:
-        table.to_csv(tmp, index_label="frame")
+    io.write_text(path, table.to_csv(index_label="frame"))
 
 
 def write_settings(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -119,8 +142,9 @@ def plot(table: pd.DataFrame, path: str | os.PathLike) -> None:
     if not varying:
         axes[0].text(0.5, 0.5, "every schedule is constant", ha="center", va="center", transform=axes[0].transAxes)
     fig.supxlabel("frame" + (f"\n\n{notes}" if notes else ""), fontsize=8)
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
+    png = BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    io.write_bytes(path, png.getvalue())
 
 
 def _prompt_changes(table: pd.DataFrame) -> list[int]:
@@ -130,25 +154,118 @@ def _prompt_changes(table: pd.DataFrame) -> list[int]:
     return [int(f) for f in prompts.index[1:][(prompts.values[1:] != prompts.values[:-1])]]
 
 
-def _numeric_column(cfg: Mapping, key: str, n: int, seed: int) -> np.ndarray:
+def _source(cfg: Mapping, key: str) -> tuple[str, Any]:
+    """The config key a column comes from and its text: cfg_scale_schedule "" is `scale`, steps_schedule
+    without enable_steps_scheduling is `steps`."""
     if key == "cfg_scale_schedule" and cfg[key] in ("", None):
-        return np.full(n, float(cfg["scale"]))
+        return "scale", cfg["scale"]
     if key == "steps_schedule" and not cfg["enable_steps_scheduling"]:
-        return np.full(n, float(cfg["steps"]))
-    return evaluate_schedule(cfg[key], n, name=key, seed=seed)
+        return "steps", cfg["steps"]
+    return key, cfg[key]
 
 
-def _whole(values: np.ndarray, key: str, minimum: int | None = None) -> np.ndarray:
-    """Integer schedules are truncated, like the webui's astype(int)."""
+def _numeric_column(cfg: Mapping, key: str, n: int, seed: int) -> np.ndarray:
+    source, text = _source(cfg, key)
+    if source != key:
+        return np.full(n, float(text))
+    return evaluate_schedule(text, n, name=key, seed=seed)
+
+
+def _check_finite(values: np.ndarray, key: str, text) -> None:
+    """inf and -inf are kept by the references' NaN rule (keyframes); no step can use them."""
     bad = ~np.isfinite(values)
     if bad.any():
         frame = int(np.argmax(bad))
-        raise ConfigError(f"{key}: value {values[frame]} is not finite at frame {frame}")
-    out = np.trunc(values).astype(np.int64)
-    if minimum is not None and (out < minimum).any():
-        frame = int(np.argmax(out < minimum))
-        raise ConfigError(f"{key}: must be >= {minimum}, got {out[frame]} at frame {frame}")
-    return out
+        raise schedule_error(key, text, f"must be a finite number, got {_number(values[frame])}", frame)
+
+
+# ---- value ranges ----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _value_rules() -> dict[str, dict]:
+    """{schedule key: its x-values rule} from config/schema.yaml."""
+    props = load_schema(SCHEMA_PATH)["properties"]
+    return {key: spec["x-values"] for key, spec in props.items() if "x-values" in spec}
+
+
+def _used_columns(cfg: Mapping) -> tuple[str, ...]:
+    """The schedule columns the animation mode reads (dependencies.py): only these must be in range."""
+    mode = cfg["animation_mode"]
+    if mode in ("2D", "3D"):
+        motion = [c for c in MOTION_COLUMNS[mode] if cfg["flip_2d_perspective"] or c not in _FLIP_COLUMNS]
+        return (*motion, *DIFFUSION_COLUMNS, *CONDITION_COLUMNS)
+    return {"Video Input": DIFFUSION_COLUMNS, "Interpolation": INTERPOLATION_COLUMNS}.get(mode, ("steps_schedule",))
+
+
+def _check_ranges(cfg: Mapping, columns: Mapping[str, np.ndarray]) -> None:
+    """Every used column within its x-values rule at every frame; the first frame out of range is the error."""
+    rules, used = _value_rules(), _used_columns(cfg)
+    for key in (k for k in NUMERIC_SCHEDULES if k in used and k in rules):
+        values = columns[key]
+        bad = ~_satisfies(values, rules[key], columns)
+        if key in _ANTI_BLUR_COLUMNS:
+            bad &= columns["amount_schedule"] > 0
+        if bad.any():
+            frame = int(np.argmax(bad))
+            source, text = _source(cfg, key)
+            raise schedule_error(source, text, f"must be {_describe(rules[key], columns, frame)}, got "
+                                 f"{_number(values[frame])}", frame)
+
+
+def _bound(bound, columns: Mapping[str, np.ndarray]):
+    """A rule's bound: a number, or {$data: key}, that column (compared frame by frame)."""
+    return columns[bound["$data"]] if isinstance(bound, Mapping) else bound
+
+
+def _satisfies(values: np.ndarray, rule: Mapping, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per frame, whether `values` meet `rule` (the JSON-schema keywords of x-values)."""
+    ok = np.ones(len(values), dtype=bool)
+    for word, bound in rule.items():
+        if word in _COMPARISONS:
+            ok &= _COMPARISONS[word][0](values, _bound(bound, columns))
+        elif word == "multipleOf":
+            ok &= values % bound == 0
+        elif word == "not":
+            ok &= ~_satisfies(values, bound, columns)
+        elif word == "anyOf":
+            ok &= np.logical_or.reduce([_satisfies(values, r, columns) for r in bound])
+        elif word != "description":
+            raise ValueError(f"x-values: unsupported keyword {word!r}")
+    return ok
+
+
+def _describe(rule: Mapping, columns: Mapping[str, np.ndarray], frame: int) -> str:
+    """A rule in words: its description, else its comparisons, e.g. "within 0..1", "> -180 and != 0",
+    "> near_schedule (200)"."""
+    if "description" in rule:
+        return rule["description"]
+    if rule.keys() == {"minimum", "maximum"}:
+        return f"within {rule['minimum']}..{rule['maximum']}"
+    words = []
+    for word, bound in rule.items():
+        if word == "not" and bound.keys() == {"const"}:
+            words.append(f"!= {bound['const']}")
+        elif isinstance(bound, Mapping) and "$data" in bound:
+            words.append(f"{_COMPARISONS[word][1]} {bound['$data']} ({_number(columns[bound['$data']][frame])})")
+        else:  # a comparison; other keywords come with a description (a test checks every rule's words)
+            words.append(f"{_COMPARISONS[word][1]} {bound}")
+    return " and ".join(words)
+
+
+def _number(value: np.generic) -> str:
+    """A column's value as written in a schedule: 0 for 0.0, 2.5, inf."""
+    value = value.item()
+    return str(int(value) if isinstance(value, float) and value.is_integer() else value)
+
+
+def _check_prompts(prompts: list[str], animation_prompts) -> None:
+    """Every frame has a prompt: some key is a frame >= 0 (frames before the first take its prompt), and no
+    key's text before --neg is empty."""
+    frame = next((i for i, prompt in enumerate(prompts) if not prompt), None)
+    if frame is not None:
+        raise ConfigError(f"animation_prompts: no prompt at frame {frame} (keys are frames from 0, a prompt is the "
+                          f"text before --neg) in {animation_prompts!r}")
 
 
 def _samplers(cfg: Mapping, n: int, seed: int) -> list[str]:
@@ -173,7 +290,8 @@ def _frame_seeds(cfg: Mapping, n: int, seed: int) -> np.ndarray:
     diffused = np.arange(0, n, cadence)
     if cfg["seed_behavior"] == "schedule":
         schedule = evaluate_schedule(cfg["seed_schedule"], n, name="seed_schedule", seed=seed)
-        scheduled = _whole(schedule, "seed_schedule")[diffused]
+        _check_finite(schedule, "seed_schedule", cfg["seed_schedule"])
+        scheduled = np.trunc(schedule).astype(np.int64)[diffused]
         # A negative seed means "random" as in the webui, drawn from (seed, frame) so reruns agree.
         random_draws = [np.random.default_rng((seed, int(f))).integers(0, SEED_MODULUS) for f in diffused]
         per_diffusion = np.where(scheduled < 0, random_draws, scheduled % SEED_MODULUS)

@@ -128,5 +128,4 @@ def write_table(images: Sequence[Mapping], path: str | os.PathLike) -> None:
     table = pd.DataFrame(list(images), columns=["prompt_index", "batch_index", "init_image", "seed", "prompt",
                                                 "negative_prompt"])
     table.insert(0, "image", [f"{k:05d}.png" for k in range(len(table))])
-    with io.atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    io.write_text(path, table.to_csv(index=False))

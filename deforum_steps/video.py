@@ -205,6 +205,7 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, indices
         paths = [out_dir / f"{i:05d}.png" for i in range(len(indices))]
         for p in paths:
             os.replace(tmp / p.name, p)
+            io.record(p)
         for stale in out_dir.glob("*.png"):
             if re.fullmatch(r"\d{5,}", stale.stem) and int(stale.stem) >= len(indices):
                 stale.unlink()
@@ -222,7 +223,8 @@ def _framerate(fps: float) -> str:
 
 def _image_sequence_input(frame_paths: Sequence[str | os.PathLike], fps: float, link_dir: Path) -> list[str]:
     """ffmpeg input args reading exactly `frame_paths`, in order, at `fps`: symlinks named %05d in
-    link_dir, so any list of files (any names, any folders) becomes one numbered image2 sequence."""
+    link_dir, so any list of files (any names, any folders) becomes one numbered image2 sequence. A frame that
+    does not read back whole stops it (ffmpeg would drop it, or end the video there, without a word)."""
     if not frame_paths:
         raise ValueError("no frames to assemble")
     suffixes = {Path(p).suffix.lower() for p in frame_paths}
@@ -232,6 +234,10 @@ def _image_sequence_input(frame_paths: Sequence[str | os.PathLike], fps: float, 
     for i, p in enumerate(frame_paths):
         if not Path(p).is_file():
             raise FileNotFoundError(f"no such frame {p}")
+        try:
+            io.check_whole(p)
+        except io.DamagedFile as e:
+            raise io.DamagedFile(f"{e}: not made into a video; run again to render the frame again") from None
         os.symlink(Path(p).resolve(), link_dir / f"{i:05d}{suffix}")
     return ["-framerate", _framerate(fps), "-start_number", "0", "-i", str(link_dir / f"%05d{suffix}"),
             "-frames:v", str(len(frame_paths))]

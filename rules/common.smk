@@ -1,9 +1,9 @@
 """Shared by every stage: the output folder and its paths, per-frame schedule rows and the params and inputs
 they feed, the final targets, the run lock. Helpers live here, so the stage files hold only rules."""
 
-from deforum_steps import animation, masks, prompts
+from deforum_steps import animation, io, masks, prompts
 from deforum_steps.cadence import init_plan, tween_plan
-from deforum_steps.config import OutputBusy, lock_output, output_dir, record_seed
+from deforum_steps.config import ConfigError, OutputBusy, lock_output, output_dir, record_seed
 from deforum_steps.dependencies import (
     ANIMATION_SETTINGS,
     DEPTH_SETTINGS,
@@ -155,19 +155,37 @@ def depth_params(wildcards):
 
 # ---- the run ------------------------------------------------------------------------------------------
 
-_run_lock = None
+
+def take_output_folder():
+    """Lock an existing OUT against a concurrent run and check it (io.check_render) before the DAG is built, so a
+    damaged file is missing when Snakemake plans and is rendered again with what follows from it. Returns the
+    lock, or None when OUT does not exist yet or another run holds it (that run's files are left alone; a real
+    run then stops in start_run)."""
+    if not Path(OUT).is_dir():
+        return None
+    try:
+        lock = lock_output(config)
+    except OutputBusy:
+        return None
+    for line in io.check_render(OUT):
+        print(f"damaged: {line}", file=sys.stderr)
+    return lock
+
+
+_run_lock = take_output_folder()
+io.record_in(OUT)
 
 
 def start_run():
-    """onstart: a real run (not -n, not --list-*) starts: lock OUT against a concurrent run, record the drawn
-    seed, and with log_weighted_subprompts print how each prompt is weighted.
+    """onstart: a real run (not -n, not --list-*) starts: lock OUT against a concurrent run (if take_output_folder
+    could not), record the drawn seed, and with log_weighted_subprompts print how each prompt is weighted.
 
     Snakemake's own lock is off (nolock in the profile) because it stays behind after kill -9.
     """
     global _run_lock
     try:
-        _run_lock = lock_output(config)
-    except OutputBusy as e:
+        _run_lock = _run_lock or lock_output(config)
+    except (OutputBusy, ConfigError) as e:
         sys.exit(f"error: {e}")
     if RANDOM_SEED:
         record_seed(config, config["seed"])

@@ -11,14 +11,23 @@ Warnings and errors (the failed rule with its output and log files, the exceptio
 printed in full, whatever `--quiet` says. Dry runs, and runs without `rules` in `--quiet`, get Snakemake's
 standard output unchanged.
 
+A config file that Snakemake cannot load (missing, not UTF-8, a YAML syntax error, no keys at the top level)
+fails before the workflow loads, with a traceback or a message that names neither the file nor the line; this
+handler prints one `config error:` line naming both instead.
+
 Snakemake finds the plugin by its module name prefix (snakemake_logger_plugin_), so it is a top-level
 package of this project.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
 import sys
+from pathlib import Path
 
+import yaml
 from snakemake_interface_logger_plugins.base import LogHandlerBase
 from snakemake_interface_logger_plugins.common import LogEvent
 
@@ -33,6 +42,11 @@ _DROPPED_EVENTS = {
     LogEvent.RULEGRAPH,
 }
 _DROPPED_MESSAGES = ("Select jobs to execute...", "Assuming unrestricted shared filesystem usage.", "Using shell: ")
+# A job failed with one of the workflow's own one-line errors (a write that failed, a damaged file, a config
+# mistake found by a job): Snakemake prints it with the rule's stack, which says nothing more to a user.
+_ONE_LINE_JOB_ERROR = re.compile(
+    r'RuleException:\n(?:WriteError|DamagedFile|ConfigError) in file "[^"\n]*", line \d+:\n([^\n]+)\n(?:  File .*\n?)*',
+)
 
 
 def format_seconds(seconds: float) -> str:
@@ -44,6 +58,73 @@ def format_seconds(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes} min {s:02d} s"
     return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def config_file_problem(path: str) -> str | None:
+    """What stops Snakemake from loading config file `path` (it reads JSON or YAML, UTF-8, keys at the top), as
+    "path: reason" (with the line for YAML and encoding errors); None when it loads."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        return f"{path}: cannot read the config file ({e.strerror})"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        return f"{path}, line {line}, column {column}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8"
+    try:
+        data = yaml.load(text, Loader=yaml.FullLoader)  # Snakemake's loader (JSON is YAML too)
+    except yaml.MarkedYAMLError as e:
+        return f"{path}, {yaml_error_place(e)}"
+    except yaml.YAMLError as e:
+        return f"{path}: YAML syntax: {e}"
+    if data is None:
+        return f"{path}: the config file is empty; it needs keys at the top level (key: value)"
+    if not isinstance(data, dict):
+        return f"{path}: the top level is a {type(data).__name__}, not keys (key: value)"
+    return None
+
+
+def yaml_error_place(e: yaml.MarkedYAMLError) -> str:
+    """ "line L, column C: YAML syntax: reason" for a yaml MarkedYAMLError."""
+
+    def where(mark: yaml.Mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    if e.context_mark is not None and "end of stream" in (e.problem or ""):
+        # The file ends inside a quote or bracket: the mistake is where that was opened, not the file's end
+        return f"{where(e.context_mark)}: YAML syntax: {e.context} from here, {e.problem}"
+    mark = e.problem_mark or e.context_mark
+    context = f" ({e.context} at {where(e.context_mark)})" if e.context and e.context_mark and e.problem else ""
+    return f"{where(mark)}: YAML syntax: {e.problem or e.context}{context}"
+
+
+def config_files_problem() -> str | None:
+    """The first problem among the config files of this Snakemake command line (its profiles included)."""
+    from snakemake.cli import parse_args
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # parse_args prints the profile it uses again
+            configfiles = parse_args(None)[1].configfile or []
+    except (Exception, SystemExit):  # not Snakemake's command line (the Python API): keep Snakemake's message
+        return None
+    return next(filter(None, map(config_file_problem, map(str, configfiles))), None)
+
+
+def is_config_file_error(record: logging.LogRecord) -> bool:
+    """Snakemake failed to load a config file: its message names neither the file nor the line, or it is a
+    traceback through snakemake/common/configfile.py."""
+    message = record.getMessage()
+    return getattr(record, "event", None) == LogEvent.ERROR and (
+        "Config file " in message or "configfile.py" in message
+    )
+
+
+def one_line_job_error(message: str) -> str | None:
+    """The error line of a job's exception record when it is one of the workflow's own one-line errors."""
+    match = _ONE_LINE_JOB_ERROR.fullmatch(message.rstrip("\n") + "\n")
+    return f"error: {match.group(1)}" if match else None
 
 
 def job_error(record: logging.LogRecord) -> str:
@@ -100,8 +181,14 @@ class LogHandler(LogHandlerBase):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.WARNING:  # past every quiet setting
-            compact_error = self._compact and getattr(record, "event", None) == LogEvent.JOB_ERROR
-            self._write(record, job_error(record) if compact_error else self._default.format(record))
+            problem = is_config_file_error(record) and config_files_problem()
+            if problem:
+                self._write(record, f"config error: {problem}")
+                return
+            if self._compact and getattr(record, "event", None) == LogEvent.JOB_ERROR:
+                self._write(record, job_error(record))
+            else:
+                self._write(record, one_line_job_error(record.getMessage()) or self._default.format(record))
         elif self._silent:
             return
         elif self._compact:

@@ -136,9 +136,9 @@ def test_diffusers_folder_loads_same_model(tiny, tiny_folder):
 
 
 def test_builtin_toy_is_the_models_toy_folder(tiny, tiny_folder, monkeypatch, tmp_path):
-    monkeypatch.setattr(models, "TOY_DIR", tiny_folder)
+    monkeypatch.setattr(model_files, "TOY_DIR", tiny_folder)
     assert torch.equal(small_latent(models.load_pipeline(settings(model="builtin:toy"))), small_latent(tiny))
-    monkeypatch.setattr(models, "TOY_DIR", tmp_path / "models" / "toy")
+    monkeypatch.setattr(model_files, "TOY_DIR", tmp_path / "models" / "toy")
     assert "models/toy" in one_line_error({"model": "builtin:toy"}, "model")
 
 

@@ -104,7 +104,8 @@ def test_render_writes_every_frame_its_latent_and_the_video(rendered):
     images = [io.read_image(out / "frames" / f"{i:05d}.png") for i in range(N)]
     assert all(im.shape == (64, 64, 3) for im in images)
     assert all(not np.array_equal(a, b) for a, b in zip(images, images[1:]))
-    assert not any(p.name.startswith(".") for p in out.rglob("*") if p.name != ".render.lock")  # no temp files
+    # no temp files: the only dotfiles are the run lock and the records
+    assert {p.name for p in out.rglob(".*")} == {".render.lock", io.CHECKSUMS}
     seed = recorded_seed(rendered)
     assert yaml.safe_load((out / "settings.yaml").read_text())["seed"] == seed
 
