@@ -82,7 +82,7 @@ def load_config(raw: Mapping[str, Any], schema_path: str | os.PathLike, pinned: 
     """
     schema = load_schema(schema_path)
     props = schema["properties"]
-    raw = translate_aliases(raw, set(pinned))
+    raw = apply_settings_file(translate_aliases(raw, set(pinned)), set(pinned))
     for key in raw:
         if key not in props:
             raise ConfigError(f"{key}: unknown key{_suggest(str(key), [*props, *KEY_ALIASES])}")
@@ -175,6 +175,27 @@ def translate_aliases(raw: Mapping[str, Any], pinned: set[str] = frozenset()) ->
             value = out.pop(alias)
             if key not in pinned:
                 out[key] = value
+    return out
+
+
+def apply_settings_file(raw: Mapping[str, Any], pinned: set[str] = frozenset()) -> dict:
+    """`raw` (aliases translated) with, when override_settings_with_file is true, the settings of
+    custom_settings_file over its own, and the `pinned` keys (given with --config, alias spellings included) over
+    those; the import summary goes to stderr. Both keys are set back to their defaults: the imported values are
+    the config now, so the resolved config (settings.yaml) renders the same without the file."""
+    out = dict(raw)
+    if _coerce(out.get("override_settings_with_file"), ["boolean"], {}) is not True:
+        return out
+    path = str(out.get("custom_settings_file") or "").strip()
+    if not path:
+        raise ConfigError("custom_settings_file: must name a settings file when override_settings_with_file is true")
+    from deforum_steps.settings_import import read_settings  # not at the top: settings_import imports this module
+
+    imported = read_settings(Path(path).expanduser())
+    print(imported.summary(), file=sys.stderr)
+    out.update(imported.config)
+    out.update((key, raw[key]) for key in {KEY_ALIASES.get(k, k) for k in pinned} if key in raw)
+    out["override_settings_with_file"], out["custom_settings_file"] = False, ""
     return out
 
 

@@ -1,5 +1,5 @@
 """Stage `schedules` (rules/schedules.smk): every schedule evaluated per frame into one table, and its records
-(schedules.csv, schedules.png, settings.yaml).
+(schedules.csv, schedules.png, settings.yaml and its webui twin deforum_settings.txt).
 
 Each column is named after the config key that drives it, so a key keeps its name from the YAML file to the
 step function that reads the column: `strength_schedule` is the per-frame strength of animation frames, never
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from deforum_steps import io
+from deforum_steps import io, settings_export
 from deforum_steps.config import ConfigError, check_plan_memory, load_schema
 from deforum_steps.dependencies import DIFFUSION_COLUMNS, INTERPOLATION_COLUMNS, MOTION_COLUMNS
 from deforum_steps.keyframes import (
@@ -87,16 +87,18 @@ def build_table(cfg: Mapping) -> pd.DataFrame:
 
 
 def write_records(cfg: Mapping[str, Any], csv: str | os.PathLike, png: str | os.PathLike,
-                  settings: str | os.PathLike | None = None) -> None:
+                  settings: str | os.PathLike | None = None, webui_settings: str | os.PathLike | None = None) -> None:
     """Rule schedules:
     1. evaluate the schedules of the resolved config;
     2. write the table as CSV and as plots;
-    3. write the settings snapshot when a path is given (save_settings)."""
+    3. write the settings snapshot and its webui-compatible twin when their paths are given (save_settings)."""
     table = build_table(cfg)
     write_csv(table, csv)
     plot(table, png)
     if settings is not None:
         write_settings(cfg, settings)
+    if webui_settings is not None:
+        settings_export.write_webui_settings(cfg, webui_settings)
 
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -36,10 +36,11 @@ RENDERED_PROMPTS = [
 
 
 def schedule_outputs():
-    """The outputs of the schedules rule (settings.yaml only when save_settings)."""
+    """The outputs of the schedules rule (settings.yaml and its webui twin only when save_settings)."""
     outputs = {"csv": f"{OUT}/schedules.csv", "png": f"{OUT}/schedules.png"}
     if config["save_settings"]:
         outputs["settings"] = f"{OUT}/settings.yaml"
+        outputs["webui_settings"] = f"{OUT}/deforum_settings.txt"
     return outputs
 
 

@@ -3,11 +3,16 @@ included), in a temporary working directory that receives .snakemake/ and the ou
 from __future__ import annotations
 
 import re
+import shutil
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,3 +92,33 @@ def last_line(proc: subprocess.CompletedProcess) -> str:
     """The last non-empty line of stderr: where the workflow's one-line errors end up."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` and everything in it read-only for this process: by file mode, and for root (whom modes do not
+    stop) by the immutable attribute where chattr may set it; skips the test when neither stops a write."""
+    paths = [folder, *folder.rglob("*")]
+    for path in paths:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    immutable = writable(folder) and shutil.which("chattr") is not None and subprocess.run(
+        ["chattr", "-R", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        if writable(folder):
+            pytest.skip("cannot make a folder read-only here (root, and chattr +i is not allowed)")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-R", "-i", str(folder)], check=True)
+        for path in paths:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+def writable(folder: Path) -> bool:
+    probe = folder / ".write-probe"
+    try:
+        probe.touch()
+    except OSError:
+        return False
+    probe.unlink()
+    return True

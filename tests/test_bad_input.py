@@ -11,17 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import stat
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SMALL_CONFIG, last_line, run_snakemake, write_config
+from helpers import SMALL_CONFIG, last_line, read_only, run_snakemake, write_config
 
 OUT = Path("output") / SMALL_CONFIG["batch_name"]
 CASE_CONFIG = "case.yaml"
@@ -338,36 +336,6 @@ def test_hostile_expressions(finished_render, tmp_path):
 
 def test_config_files_snakemake_cannot_load(finished_render, tmp_path):
     run_cases(CONFIG_FILES, finished_render, tmp_path)
-
-
-@contextmanager
-def read_only(folder: Path) -> Iterator[None]:
-    """`folder` and everything in it read-only for this process: by file mode, and for root (whom modes do not
-    stop) by the immutable attribute where chattr may set it; skips the test when neither stops a write."""
-    paths = [folder, *folder.rglob("*")]
-    for path in paths:
-        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    immutable = writable(folder) and shutil.which("chattr") is not None and subprocess.run(
-        ["chattr", "-R", "+i", str(folder)], capture_output=True).returncode == 0
-    try:
-        if writable(folder):
-            pytest.skip("cannot make a folder read-only here (root, and chattr +i is not allowed)")
-        yield
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-R", "-i", str(folder)], check=True)
-        for path in paths:
-            path.chmod(path.stat().st_mode | stat.S_IWUSR)
-
-
-def writable(folder: Path) -> bool:
-    probe = folder / ".write-probe"
-    try:
-        probe.touch()
-    except OSError:
-        return False
-    probe.unlink()
-    return True
 
 
 def test_read_only_output_folder(finished_render, tmp_path):

@@ -3,9 +3,10 @@ Unit tests feed it Snakemake's log records; the workflow tests run a failing ren
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
-from helpers import output, run_snakemake, write_config
+from helpers import output, read_only, run_snakemake, write_config
 from snakemake.settings.enums import Quietness
 from snakemake.settings.types import OutputSettings
 from snakemake_interface_logger_plugins.common import LogEvent
@@ -107,10 +108,13 @@ def test_durations():
 def test_a_failing_render_names_the_rule_the_error_and_the_files(tmp_path, quiet):
     write_config(tmp_path, max_frames=2, steps=2, skip_video=True)
     run_snakemake(tmp_path, check=True)
-    # A frame damaged by hand: the next frame's job cannot read it (bad config is caught before any job runs).
-    (tmp_path / "output/test/frames/00000.png").write_text("not an image")
-    proc = run_snakemake(tmp_path, *quiet)
+    # Frame 1 to render again into a folder that may not be written (bad config and damaged files are caught
+    # before any job runs): its job fails.
+    (tmp_path / "output/test/frames/00001.png").unlink()
+    with read_only(tmp_path / "output/test/frames"):
+        proc = run_snakemake(tmp_path, *quiet)
     assert proc.returncode != 0
     text = output(proc)
-    assert "cannot read image output/test/frames/00000.png" in text
+    assert re.search(r"^error: cannot write output/test/frames/00001\.png: (Permission denied|Operation not "
+                     r"permitted)$", text, re.M), text
     assert "Error in rule frame:" in text and "output/test/frames/00001.png" in text
