@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from deforum_steps.config import ConfigError
-from deforum_steps.settings_import import Imported
+from deforum_steps.settings_import import Imported, parse_json
 
 # Fields the webui feeds as Deforum's per-frame motion: their `<field>_delta` when parseq_use_deltas (default).
 MOTION_FIELDS = ("angle", "zoom", "translation_x", "translation_y", "translation_z", "rotation_3d_x",
@@ -119,7 +119,7 @@ def read_parseq_manifest(settings: Mapping[str, Any], settings_path: Path) -> Im
         raise ConfigError(f"parseq_manifest: expected JSON text or a path, got {type(manifest).__name__}")
     text = manifest.strip()
     if text.startswith("{"):
-        doc, where = _parse_json(text, "parseq_manifest: inline JSON"), settings_path
+        doc, where = parse_json(text, "parseq_manifest: inline JSON"), settings_path
     elif re.match(r"(?i)https?://", text):
         raise ConfigError(f"parseq_manifest: {text} is a URL and renders here are offline; save the Parseq "
                           f"document (Parseq's 'Copy/Download JSON') and give its path instead")
@@ -131,7 +131,7 @@ def read_parseq_manifest(settings: Mapping[str, Any], settings_path: Path) -> Im
             raw = where.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"parseq_manifest: cannot read {where}: {exc}") from None
-        doc = _parse_json(raw, f"parseq_manifest: {where}")
+        doc = parse_json(raw, f"parseq_manifest: {where}")
     try:
         return read_parseq(doc, where, use_deltas=_flag(settings, "parseq_use_deltas"),
                            non_schedule_overrides=_flag(settings, "parseq_non_schedule_overrides"),
@@ -412,12 +412,3 @@ def _flag(settings: Mapping[str, Any], key: str) -> bool:
     if not isinstance(value, (bool, int)) or value not in (0, 1):
         raise ConfigError(f"{key}: expected true or false, got {_shown(value)}")
     return bool(value)
-
-
-def _parse_json(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise ConfigError(f"{where}: JSON nested too deeply") from None

@@ -241,12 +241,17 @@ def _load_json(path: Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): a Deforum settings file is JSON") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the settings file: {exc.strerror or exc}") from None
+    return parse_json(text, str(path))
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON text read from `where` (a file, or the key holding it); one ConfigError line otherwise."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+        raise ConfigError(f"{where}, line {exc.lineno}, column {exc.colno}: malformed JSON: {exc.msg}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: JSON nested too deeply to be a settings file") from None
+        raise ConfigError(f"{where}: JSON nested too deeply to be a settings file") from None
 
 
 def detect_format(doc: Any, path: Path) -> str:

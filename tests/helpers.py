@@ -122,3 +122,14 @@ def writable(folder: Path) -> bool:
         return False
     probe.unlink()
     return True
+
+
+def one_line_error(function, **kwargs) -> str:
+    """The message of the ConfigError that function(**kwargs) raises, checked to be one line."""
+    from deforum_steps.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        function(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import REPO, SCHEMA
+from helpers import REPO, SCHEMA, one_line_error
 
 from deforum_steps.config import (
     KEY_ALIASES,
@@ -26,11 +26,7 @@ def load(**raw):
 
 
 def error_of(**raw) -> str:
-    with pytest.raises(ConfigError) as info:
-        load(**raw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+    return one_line_error(load, **raw)
 
 
 def documented_keys() -> set[str]:

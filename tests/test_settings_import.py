@@ -372,7 +372,8 @@ def test_missing_path_that_the_render_reads_is_one_error(tmp_path, key, value, s
 # ---- errors -----------------------------------------------------------------------------------------------
 def test_malformed_json_names_line_and_column(tmp_path):
     path = write(tmp_path, '{\n  "W": 512,\n  "H": 512\n  "seed": 1\n}')
-    with pytest.raises(ConfigError, match=r"^.*settings\.txt:4:3: malformed JSON: Expecting ',' delimiter$"):
+    with pytest.raises(ConfigError,
+                       match=r"^.*settings\.txt, line 4, column 3: malformed JSON: Expecting ',' delimiter$"):
         read_settings(path)
 
 
@@ -401,7 +402,8 @@ def test_bom_crlf_tabs_and_quoted_path_are_read(tmp_path):
     ({**WEBUI_2022, "animation_prompts": "{0: x}"}, "^animation_prompts: not a JSON frame -> prompt mapping"),
     ({**WEBUI_2022, "animation_prompts": {"0": 5}}, "^animation_prompts: the prompt of frame '0' must be text"),
     ({**WEBUI_2022, "negative_prompts": 3}, "^negative_prompts: must be text, got 3$"),
-    ({**WEBUI_2022, "parseq_manifest": "{\"rendered_frames\": "}, "^parseq_manifest: inline JSON: malformed JSON"),
+    ({**WEBUI_2022, "parseq_manifest": "{\"rendered_frames\": "},
+     "^parseq_manifest: inline JSON, line 1, column 20: malformed JSON"),
     ({**WEBUI_2022, "parseq_manifest": "nothere.json"}, "^parseq_manifest: nothere.json does not exist"),
 ])
 def test_unknown_or_bad_documents(tmp_path, doc, message):

@@ -2,7 +2,7 @@
 the animation mode reads them) and for non-finite values, prompts at every frame, W x H, and the memory a plan
 of this many frames needs. Each mistake is one line naming the key, the frame and the value."""
 import pytest
-from helpers import SCHEMA, SMALL_CONFIG, last_line, run_snakemake, write_config
+from helpers import SCHEMA, SMALL_CONFIG, last_line, one_line_error, run_snakemake, write_config
 
 from deforum_steps import config
 from deforum_steps.config import ConfigError, load_config, load_schema
@@ -14,11 +14,7 @@ def table(**overrides):
 
 
 def error_of(**overrides) -> str:
-    with pytest.raises(ConfigError) as info:
-        table(**overrides)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+    return one_line_error(table, **overrides)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
