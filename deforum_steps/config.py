@@ -39,6 +39,8 @@ NO_EFFECT = {
     "strength_0_no_init": (False, "a frame without an init image is always txt2img with all steps, as in the "
                                   "notebook"),
 }
+# config/schema.yaml: every key, its type, range and default (the workflow passes its own copy's path).
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 SEED_FILE = "resolved_seed.txt"
 LOCK_FILE = ".render.lock"
 MAX_SEED = 2**32 - 1
@@ -89,7 +91,7 @@ def load_config(raw: Mapping[str, Any], schema_path: str | os.PathLike, pinned: 
     """
     schema = load_schema(schema_path)
     props = schema["properties"]
-    raw = apply_settings_file(translate_aliases(raw, set(pinned)), set(pinned))
+    raw = apply_settings_file(translate_aliases(raw, set(pinned)), props, set(pinned))
     for key in raw:
         if key not in props:
             raise ConfigError(f"{key}: unknown key{_suggest(str(key), [*props, *KEY_ALIASES])}")
@@ -185,7 +187,7 @@ def translate_aliases(raw: Mapping[str, Any], pinned: set[str] = frozenset()) ->
     return out
 
 
-def apply_settings_file(raw: Mapping[str, Any], pinned: set[str] = frozenset()) -> dict:
+def apply_settings_file(raw: Mapping[str, Any], props: Mapping[str, Any], pinned: set[str] = frozenset()) -> dict:
     """`raw` (aliases translated) with, when override_settings_with_file is true, the settings of
     custom_settings_file over its own, and the `pinned` keys (given with --config, alias spellings included) over
     those; the import summary goes to stderr. Both keys are set back to their defaults: the imported values are
@@ -202,7 +204,8 @@ def apply_settings_file(raw: Mapping[str, Any], pinned: set[str] = frozenset()) 
     print(imported.summary(), file=sys.stderr)
     out.update(imported.config)
     out.update((key, raw[key]) for key in {KEY_ALIASES.get(k, k) for k in pinned} if key in raw)
-    out["override_settings_with_file"], out["custom_settings_file"] = False, ""
+    for key in ("override_settings_with_file", "custom_settings_file"):
+        out[key] = props[key]["default"]
     return out
 
 

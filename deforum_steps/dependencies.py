@@ -27,6 +27,9 @@ MASK_SETTINGS = ("invert_mask", "mask_brightness_adjust", "mask_contrast_adjust"
 ANIMATION_SETTINGS = (*DIFFUSION_SETTINGS, "animation_mode", "border", "flip_2d_perspective", "padding_mode",
                       "sampling_mode", "color_coherence", "color_force_grayscale", "noise_type", "perlin_w",
                       "perlin_h", "perlin_octaves", "perlin_persistence")
+# The columns animation.condition reads to prepare each 2D/3D init: contrast, anti-blur, noise.
+CONDITION_COLUMNS = ("contrast_schedule", "kernel_schedule", "sigma_schedule", "amount_schedule",
+                     "threshold_schedule", "noise_schedule")
 # Frame 0 only: its init image (diffused at `strength`, not at strength_schedule).
 FIRST_FRAME_SETTINGS = ("use_init", "init_image", "strength")
 # A warp chain, per mode: what a blend job depends on besides its images and motion columns.

@@ -19,7 +19,6 @@ import os
 import textwrap
 from collections.abc import Mapping
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,13 @@ import pandas as pd
 import yaml
 
 from deforum_steps import io, settings_export
-from deforum_steps.config import ConfigError, check_plan_memory, load_schema
-from deforum_steps.dependencies import DIFFUSION_COLUMNS, INTERPOLATION_COLUMNS, MOTION_COLUMNS
+from deforum_steps.config import SCHEMA_PATH, ConfigError, check_plan_memory, load_schema
+from deforum_steps.dependencies import (
+    CONDITION_COLUMNS,
+    DIFFUSION_COLUMNS,
+    INTERPOLATION_COLUMNS,
+    MOTION_COLUMNS,
+)
 from deforum_steps.keyframes import (
     SEED_MODULUS,
     check_frames,
@@ -49,10 +53,6 @@ NUMERIC_SCHEDULES = (
     "sigma_schedule", "amount_schedule", "threshold_schedule",
 )
 _PLOT_COLUMNS = 4
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
-# The columns animation.condition reads to prepare each 2D/3D init.
-CONDITION_COLUMNS = ("contrast_schedule", "kernel_schedule", "sigma_schedule", "amount_schedule",
-                     "threshold_schedule", "noise_schedule")
 _FLIP_COLUMNS = ("perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma", "perspective_flip_fv")
 # The anti-blur reads these only at the frames whose amount_schedule is > 0 (color.unsharp_mask).
 _ANTI_BLUR_COLUMNS = ("kernel_schedule", "sigma_schedule", "threshold_schedule")

@@ -13,16 +13,14 @@ import sys
 import textwrap
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from deforum_steps import io
-from deforum_steps.config import ConfigError, load_schema
+from deforum_steps.config import SCHEMA_PATH, ConfigError, load_schema
 from deforum_steps.settings_import import read_settings
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 # The keys that point load_config at a settings file: an imported config must not point at one again.
 SETTINGS_FILE_KEYS = ("override_settings_with_file", "custom_settings_file")
 # Our keys the webui spells differently (its DeforumArgs/DeforumAnimArgs/DeforumOutputArgs names).

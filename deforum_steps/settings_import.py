@@ -15,10 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from deforum_steps.config import ConfigError, load_schema
+from deforum_steps.config import SCHEMA_PATH, ConfigError, load_schema
 from deforum_steps.samplers import SAMPLERS, WEBUI_SAMPLERS, resolve_sampler
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
 # ---- recognising the format ----------------------------------------------------------------------------
 # Keys only the A1111 extension writes (settings-formats 3.4, plus later webui-only keys).

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -133,3 +134,11 @@ def one_line_error(function, **kwargs) -> str:
     message = str(info.value)
     assert "\n" not in message
     return message
+
+
+def fake_diffusion_output(base, k):
+    """The conformance runs' stand-in for diffusion k (conformance/README.md): `base` rolled 3k px along x, then 2k
+    px along y; R ^= 17k % 256."""
+    img = np.roll(np.roll(base, 3 * k, axis=1), 2 * k, axis=0)
+    img[..., 0] ^= np.uint8(17 * k % 256)
+    return img

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import SCHEMA
+from helpers import SCHEMA, fake_diffusion_output
 
 from deforum_steps import color, motion2d, noise
 from deforum_steps.animation import condition, depth_frames_used, tween_frame, warp, warp_source
@@ -80,13 +80,6 @@ def test_motion_columns_hold_every_key_the_warp_reads():
                           warp(_image(), full_3d, SETTINGS_3D))
 
 
-def _fake_diffusion_output(base, k):
-    """conformance/README.md: test_image rolled 3k px along x, then 2k px along y; R ^= 17k % 256."""
-    img = np.roll(np.roll(base, 3 * k, axis=1), 2 * k, axis=0)
-    img[..., 0] ^= np.uint8(17 * k % 256)
-    return img
-
-
 @pytest.mark.parametrize("cadence", [2, 4])
 def test_tween_frames_match_the_recorded_2d_cadence_runs(conformance, cadence):
     """tween_frame over the schedule rows of the recorded run (angle 3, zoom 1.02, translation_x 2, replicate)
@@ -99,7 +92,7 @@ def test_tween_frames_match_the_recorded_2d_cadence_runs(conformance, cadence):
                        "border": "replicate"}, SCHEMA)
     rows = {i: pick(row, MOTION_COLUMNS["2D"]) for i, row in enumerate(build_table(cfg).to_dict("records"))}
     base = np.load(conformance / "inputs" / "test_image_64x64.npy")
-    diffused = {d: _fake_diffusion_output(base, d) for d in diffusion_frames(n, cadence)}
+    diffused = {d: fake_diffusion_output(base, d) for d in diffusion_frames(n, cadence)}
     settings = pick(cfg, WARP_SETTINGS["2D"])
     frames = np.stack([tween_frame(diffused, tween_plan(i, n, cadence), rows, settings) for i in range(n)])
     assert np.array_equal(frames[case["written_frames"]], np.load(conformance / case["webui_file"]))

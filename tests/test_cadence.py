@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import fake_diffusion_output
 
 from deforum_steps.cadence import blend, diffusion_frames, init_plan, tween_plan
 from deforum_steps.motion2d import warp_2d
@@ -104,13 +105,6 @@ def test_blend_rounds_half_to_even():
     assert blend(None, b, 0.0, 1.0).tolist() == b.tolist()
 
 
-def _fake_diffusion_output(base, k):
-    """conformance/README.md: test_image rolled 3k px along x, then 2k px along y; R ^= 17k % 256."""
-    img = np.roll(np.roll(base, 3 * k, axis=1), 2 * k, axis=0)
-    img[..., 0] ^= np.uint8(17 * k % 256)
-    return img
-
-
 @pytest.mark.parametrize("cadence", [2, 4])
 def test_numeric_2d_cadence_run(conformance, cadence):
     """Frames from the plan with uint8 warps and the float64 round-half-even blend equal the webui recording
@@ -120,7 +114,7 @@ def test_numeric_2d_cadence_run(conformance, cadence):
     base = np.load(conformance / "inputs" / "test_image_64x64.npy")
 
     def source(src):
-        img = _fake_diffusion_output(base, src["diffused_at"])
+        img = fake_diffusion_output(base, src["diffused_at"])
         for _ in src["warps"]:  # same keys every frame: angle 3, zoom 1.02, translation_x 2
             img = warp_2d(img, angle=3, zoom=1.02, translation_x=2, translation_y=0, border="replicate")
         return img
