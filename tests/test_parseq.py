@@ -233,7 +233,7 @@ def test_manifest_inline_path_and_flags(tmp_path):
 @pytest.mark.parametrize("manifest, words", [
     ("https://sd-parseq.web.app/api/xyz", ["parseq_manifest", "https://sd-parseq.web.app/api/xyz", "offline"]),
     ("C:\\Users\\me\\parseq.json", ["parseq_manifest", "C:\\Users\\me\\parseq.json", "does not exist"]),
-    ('{"rendered_frames": [{"frame": 0}\n,]}', ["parseq_manifest", "line 2 column 2"]),
+    ('{"rendered_frames": [{"frame": 0}\n,]}', ["parseq_manifest", "line 2, column 2"]),
     ('{"rendered_frames": [{"frame": 1}]}', ["parseq_manifest", "rendered_frames[0].frame"]),
     (42, ["parseq_manifest", "JSON text or a path"]),
 ])
