@@ -20,6 +20,7 @@ MODES = {
     "Video Input": {"animation_mode": "Video Input", "use_video_mask": True},
     "Interpolation": {"animation_mode": "Interpolation"},
     "None": {"animation_mode": "None", "make_grid": True, "save_sample_per_step": True},
+    "motion preview": {"animation_mode": "2D", "motion_preview_mode": True},
 }
 
 

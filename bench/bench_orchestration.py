@@ -1,7 +1,7 @@
 """What Snakemake's orchestration costs a render: overhead per frame of a long 2D render, and the time and memory
-to plan a longer one. Prints figures, asserts nothing.
+to plan longer ones, each beside the same DAG with nothing of ours in it. Prints figures, asserts nothing.
 
-    .venv/bin/python bench/bench_orchestration.py [--frames 500] [--plan-frames 2000] [--workdir DIR]
+    .venv/bin/python bench/bench_orchestration.py [--frames 500] [--plan-frames 2000 20000] [--workdir DIR]
 
 (a) A `--frames` render (64x64, builtin:tiny, steps 1 so the model's share is small) runs as `snakemake` would,
     through the workflow profile, but inside a driver that times, in the same process (jobs are threads of it):
@@ -15,8 +15,12 @@ to plan a longer one. Prints figures, asserts nothing.
     --profile writes a cProfile of the main thread (Snakefile, DAG, scheduler; its waits include the GIL held by
     a running job) to see where that time goes. Last, a dry run on the finished render: every job's records are
     checked and nothing is to be done.
-(b) `snakemake -n` on a `--plan-frames` config from an empty folder: wall and CPU time, peak memory (RSS of the
+(b) `snakemake -n` from an empty folder, for each of `--plan-frames`: 2D, and 3D with cadence 4 (a diffusion every
+    4 frames, a blend and a depth map per frame: 2.25 jobs per frame); wall and CPU time, peak memory (RSS of the
     snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile).
+(c) Snakemake alone, side by side: a Snakefile of the same shape with nothing of ours in it (a chain of as many
+    jobs, each with an input function, a params function and a `run:` block that writes 1 KB; the profile's
+    options) is planned and run the same way. What it costs is Snakemake's own floor: the difference is ours.
 """
 from __future__ import annotations
 
@@ -104,15 +108,43 @@ print(json.dumps({"rc": rc, "wall": wall, "cpu": r.ru_utime + r.ru_stime, "max_r
 """
 
 
-def write_config(workdir: Path, frames: int, name: str) -> Path:
+# (c): a chain of `jobs` jobs shaped like 2D frames, with nothing of ours; run with the profile's options.
+BARE_SNAKEFILE = """
+import sys
+sys.setrecursionlimit(100_000)
+N = int(config["jobs"])
+
+rule all:
+    input: [f"out/{i:05d}.png" for i in range(N)]
+
+rule frame:
+    input: lambda wc: [] if int(wc.i) == 0 else [f"out/{int(wc.i) - 1:05d}.png"]
+    output: "out/{i}.png"
+    params: row=lambda wc: {"frame": int(wc.i), "angle": 0.5, "zoom": 1.01}
+    run:
+        open(output[0], "wb").write(bytes(1024))
+"""
+BARE_OPTIONS = ["--cores", "1", "--force-use-threads", "--scheduler", "greedy", "--nolock", "--quiet", "rules",
+                "host"]
+
+
+def write_config(workdir: Path, frames: int, name: str, **overrides) -> Path:
     path = workdir / name
     path.write_text(yaml.safe_dump({
         "model": "builtin:tiny", "max_frames": frames, "W": 64, "H": 64, "seed": 42, "steps": 1,
         "batch_name": name.removesuffix(".yaml"),
         "output_path": str(workdir / "output"), "zoom": "0:(1.01)", "angle": "0:(0.5)",
-        "animation_prompts": {0: "a red apple", frames // 2: "a yellow banana"},
+        "animation_prompts": {0: "a red apple", frames // 2: "a yellow banana"}, **overrides,
     }))
     return path
+
+
+def bare_args(workdir: Path, jobs: int, *extra: str) -> list[str]:
+    """snakemake arguments for the bare chain of `jobs` jobs in workdir/bare_<jobs>/."""
+    folder = workdir / f"bare_{jobs}"
+    folder.mkdir(exist_ok=True)
+    (folder / "Snakefile").write_text(BARE_SNAKEFILE)
+    return ["-s", str(folder / "Snakefile"), "-d", str(folder), *BARE_OPTIONS, *extra, "--config", f"jobs={jobs}"]
 
 
 def snakemake_args(config: Path, *extra: str) -> list[str]:
@@ -166,19 +198,39 @@ def render(workdir: Path, frames: int, profile: Path | None) -> None:
     noop = measure(workdir, snakemake_args(config, "-n"))
     print(f"    dry run on the finished render (nothing to do): {noop['wall']:.2f} s wall, {noop['cpu']:.2f} s CPU, "
           f"{noop['max_rss_mib']:.0f} MiB")
+    bare = measure(workdir, bare_args(workdir, tm["n_jobs"]))
+    print(f"(c) Snakemake alone, a chain of {tm['n_jobs']} jobs run the same way: {bare['wall']:.2f} s wall, "
+          f"{1000 * bare['wall'] / frames:.1f} ms per frame")
+    print(f"    ours, (wall - model - Snakemake alone) / frames         "
+          f"{1000 * (wall - tm['model'] - bare['wall']) / frames:6.1f} ms")
 
 
-def plan(workdir: Path, frames: int) -> None:
-    for n in (2, frames):
-        r = measure(workdir, snakemake_args(write_config(workdir, n, f"plan{n}.yaml"), "-n"))
-        print(f"(b) dry run, {n:5d} frames, nothing rendered: {r['wall']:5.2f} s wall, {r['cpu']:5.2f} s CPU, "
-              f"peak {r['max_rss_mib']:4.0f} MiB")
+def plan(workdir: Path, frame_counts: list[int]) -> None:
+    """(b) and (c): dry runs of 2D renders of 2 and each of frame_counts frames, of 3D cadence 4 of the first, and
+    of bare chains with as many jobs."""
+    cadence_3d = {"animation_mode": "3D", "diffusion_cadence": 4}
+    cases = [("2D", n, {}) for n in (2, *frame_counts)] + [("3D, cadence 4", frame_counts[0], cadence_3d)]
+    for label, n, overrides in cases:
+        config = write_config(workdir, n, f"plan_{n}_{label[:2]}.yaml", **overrides)
+        r = measure(workdir, snakemake_args(config, "-n"))
+        jobs = planned_jobs(workdir, config)
+        bare = measure(workdir, bare_args(workdir, jobs, "-n"))
+        print(f"(b) dry run, {label:13s} {n:6d} frames ({jobs:6d} jobs): {r['wall']:6.2f} s wall, {r['cpu']:6.2f} s "
+              f"CPU, peak {r['max_rss_mib']:5.0f} MiB;  (c) Snakemake alone, {jobs} jobs: {bare['wall']:6.2f} s wall")
+
+
+def planned_jobs(workdir: Path, config: Path) -> int:
+    """The job count `snakemake -n` plans for `config` (its summary's `total` line)."""
+    out = subprocess.run([str(SNAKEMAKE), *snakemake_args(config, "-n", "--quiet", "host")], cwd=workdir, text=True,
+                         capture_output=True, check=True)
+    return int(next(line.split()[-1] for line in (out.stdout + out.stderr).splitlines()
+                    if line.startswith("total")))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=500, help="frames rendered for (a)")
-    parser.add_argument("--plan-frames", type=int, default=2000, help="frames planned for (b)")
+    parser.add_argument("--plan-frames", type=int, nargs="+", default=[2000, 20000], help="frames planned for (b)")
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the render's main thread here")
     args = parser.parse_args()

@@ -25,20 +25,22 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import color, io, motion2d
+from . import color, cpu_threads, io, motion2d, preview
 from .cadence import blend, diffusion_frames, init_plan, tween_plan
 from .masks import read_mask
 
 # ---- jobs ------------------------------------------------------------------------------------------------
 
 
-def first_frame(*, init: Sequence[str], mask: Sequence[str], image: str, row: Mapping, settings: Mapping) -> None:
+def first_frame(*, init: Sequence[str], mask: Sequence[str], image: str, row: Mapping, settings: Mapping,
+                threads: int) -> None:
     """Rule first_frame, diffusion 0:
     1. without use_init: txt2img with the row's prompts, seed, steps, cfg and sampler;
     2. with use_init: img2img from the init image at `strength` (masked with use_mask: white keeps the init);
     3. write the image."""
     from . import diffusion  # torch, diffusers: only in jobs that diffuse
 
+    cpu_threads.limit(threads)
     if init:
         start = io.read_image(init[0], size=(settings["W"], settings["H"]))
         result = diffusion.img2img(start, row, settings, strength=settings["strength"],
@@ -46,11 +48,12 @@ def first_frame(*, init: Sequence[str], mask: Sequence[str], image: str, row: Ma
     else:
         _, result = diffusion.generate(None, settings, **diffusion.row_arguments(row))
     io.write_image(image, result)
+    preview.show_frame(image, result)
 
 
 def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[str], mask: Sequence[str],
                     latent: str, image: str, row: Mapping, plan: Mapping, motion: Mapping[int, Mapping],
-                    settings: Mapping) -> None:
+                    settings: Mapping, threads: int) -> None:
     """Rule frame, a diffusion d >= cadence:
     1. warp the previous diffusion through the motion of frames d-c+1..d (3D: with their depth maps);
     2. condition it: color coherence to the reference, grayscale, contrast, anti-blur, noise;
@@ -59,6 +62,7 @@ def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[
     5. write the image."""
     from . import diffusion
 
+    cpu_threads.limit(threads)
     size = (settings["W"], settings["H"])
     depths = dict(zip(depth_frames(plan), map(np.load, depth))) if depth else None
     warped = warp_source(io.read_image(previous), plan, motion, settings, depths)
@@ -69,18 +73,22 @@ def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[
     result = diffusion.img2img(init, row, settings, strength=row["strength_schedule"], init_latent=init_latent,
                                mask=read_mask(mask[0], settings) if mask else None)
     io.write_image(image, result)
+    preview.show_frame(image, result)
 
 
 def blend_frame(*, diffused: Sequence[str], depth: Sequence[str], image: str, plan: Mapping,
-                motion: Mapping[int, Mapping], settings: Mapping) -> None:
+                motion: Mapping[int, Mapping], settings: Mapping, threads: int) -> None:
     """Rule blend, an output frame with cadence > 1:
     1. read its one or two diffused images (and 3D depth maps);
     2. warp each forward to this frame and cross-fade them (tween_frame);
     3. write the image."""
+    cpu_threads.limit(threads)
     sources = [src for src in (plan["prev"], plan["next"]) if src]
     images = {src["diffused_at"]: io.read_image(path) for src, path in zip(sources, diffused)}
     depths = dict(zip(depth_frames(*sources), map(np.load, depth))) if depth else None
-    io.write_image(image, tween_frame(images, plan, motion, settings, depths))
+    frame = tween_frame(images, plan, motion, settings, depths)
+    io.write_image(image, frame)
+    preview.show_frame(image, frame)
 
 
 # ---- steps -----------------------------------------------------------------------------------------------

@@ -26,15 +26,18 @@ KEY_ALIASES = {
     "width": "W",
     "height": "H",
     "model_checkpoint": "model",
+    "custom_config_path": "model_config",
     "enable_perspective_flip": "flip_2d_perspective",
     "enable_sampler_scheduling": "enable_schedule_samplers",
     "use_mask_video": "use_video_mask",
 }
+# Keys of the guides that mean nothing here, refused with the reason.
+REFUSED_KEYS = {
+    "load_on_run_all": "means nothing here: each job loads the model when it first needs it (once per process); "
+                       "remove the key",
+}
 # Keys Deforum has that change nothing here, with the reason, warned about when set to the value given.
 NO_EFFECT = {
-    "display_samples": (True, "no live preview yet: finished frames are in the output folder's frames/"),
-    "show_sample_per_step": (True, "no live preview yet: save_sample_per_step writes every step's image "
-                                   "(None mode)"),
     "save_samples": (False, "every frame is kept: the frames are the render's cached stages and make the video"),
     "strength_0_no_init": (False, "a frame without an init image is always txt2img with all steps, as in the "
                                   "notebook"),
@@ -60,6 +63,7 @@ _TYPE_WORDS = {
     "string": "a string",
     "array": "a list",
     "object": "a mapping",
+    "null": "null",
 }
 
 
@@ -93,6 +97,8 @@ def load_config(raw: Mapping[str, Any], schema_path: str | os.PathLike, pinned: 
     props = schema["properties"]
     raw = apply_settings_file(translate_aliases(raw, set(pinned)), props, set(pinned))
     for key in raw:
+        if key in REFUSED_KEYS:
+            raise ConfigError(f"{key}: {REFUSED_KEYS[key]}")
         if key not in props:
             raise ConfigError(f"{key}: unknown key{_suggest(str(key), [*props, *KEY_ALIASES])}")
     cfg = {}

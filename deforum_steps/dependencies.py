@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-# The model: what models.get_pipeline loads. check_sha256/model_sha256 are checked when the workflow loads and
-# change no image, so they are not here.
-MODEL_SETTINGS = ("model", "model_config", "map_location", "dtype")
-# Every diffusion: the model, the image size and how prompts and the sampler are read.
+from .gradient_settings import GRADIENT_SETTINGS, enabled
+
+# The model: what models.get_pipeline loads, with the switches that change its numbers (vae_tiling, compile_unet).
+# check_sha256/model_sha256 and allow_download act when the workflow loads and change no image, so they are not here.
+MODEL_SETTINGS = ("model", "model_config", "map_location", "dtype", "vae_tiling", "compile_unet")
+# Every diffusion: the model, the image size and how prompts and the sampler are read (and, with gradient
+# conditioning on, its keys: diffusion_settings).
 DIFFUSION_SETTINGS = ("W", "H", *MODEL_SETTINGS, "ddim_eta", "use_karras_sigmas", "prompt_weighting",
                       "normalize_prompt_weights")
 # The schedule columns a diffusion reads (schedules.build_table): prompts, seed, strength, steps, cfg, sampler.
@@ -65,3 +68,9 @@ VIDEO_SETTINGS = ("fps", "crf", "preset", "codec")
 def pick(values: Mapping, keys: Iterable[str]) -> dict:
     """{key: values[key]} for `keys`, in that order: a job's share of the config or of a schedule row."""
     return {key: values[key] for key in keys}
+
+
+def diffusion_settings(cfg: Mapping, keys: Iterable[str]) -> dict:
+    """pick(cfg, keys) for a diffusing job, with gradient conditioning's keys (GRADIENT_SETTINGS) when a scale is not
+    0: with every scale 0 none of them changes an image, so editing one reruns nothing."""
+    return {**pick(cfg, keys), **(pick(cfg, GRADIENT_SETTINGS) if enabled(cfg) else {})}

@@ -1,16 +1,20 @@
-"""Depth stage: a depth model turns an RGB uint8 image into float32 (H, W) depth in the units `motion3d.warp_3d`
-expects (the notebook's raw-depth variant).
+"""Depth stage: a depth model turns an RGB uint8 image into float32 (H, W) depth z in the units `motion3d.warp_3d`
+reads (the notebook's raw-depth variant, decisions.md "3D depth").
 
-Networks predict relative inverse depth (large = near). As the notebook, the prediction at network resolution
-is resized back bicubically and converted with `(50 - d) / 19` (near = small depth). The notebook then blends
-`midas_weight * midas + (1 - midas_weight) * adabins`; AdaBins is not shipped here, so its place is taken by
-a flat plane at depth 1 (the flat model's depth): weight 1 = the network's depth, 0 = flat, negative = relief
-inverted. Depth-Anything predicts the same kind of quantity and gets the same conversion.
+Which model, and where its weights are, is decided when the workflow loads (deforum_steps.depth_models, which
+also documents each family's convention). Here each network's output, predicted at its own input size and
+resized back bicubically as the notebook does, becomes z:
+- MiDaS v3 (and the embedded model, trained to answer in MiDaS v3's units): raw relative inverse depth d,
+  z = (50 - d) / 19, the notebook's conversion (near = small z);
+- other relative inverse depth (MiDaS v3.1 BEiT, Depth-Anything): scaled so its largest value is MIDAS_NEAR
+  first, since their scale is not MiDaS v3's;
+- metric depth (ZoeDepth): metres are z, as the notebook uses AdaBins' metres.
+The notebook then blends `midas_weight * midas + (1 - midas_weight) * adabins`; AdaBins is not shipped here, so
+its place is taken by a flat plane at depth 1 (the flat model's depth): weight 1 = the network's depth,
+0 = flat, negative = relief inverted.
 
 The job functions of rules/depth.smk come first. Planning imports this module: torch only inside functions.
-
-Weights are only read from local folders or the local Hugging Face cache (`local_files_only`), never
-downloaded. A network is loaded once per process and device and shared by every job (lock-protected cache).
+A network is loaded once per process and device and shared by every job (lock-protected cache).
 """
 from __future__ import annotations
 
@@ -23,23 +27,22 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
-from . import io
+from . import cpu_threads, depth_models, io
 from .config import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-ALGORITHMS = ("flat", "midas-3-hybrid", "midas-3-large", "depth-anything", "tiny")
-
 
 def depth_map(*, diffused: str, depth: Sequence[str], depth_map: str, source: Mapping, motion: Mapping[int, Mapping],
-              settings: Mapping) -> None:
+              settings: Mapping, threads: int) -> None:
     """Rule depth, map s:
     1. warp diffusion d = s - s % c through frames d+1..s, with the earlier maps of the interval (`depth`);
     2. predict the depth of that image with depth_algorithm (loaded once per process);
     3. save it as depth_map (.npy)."""
     from .animation import depth_frames, warp_source
 
+    cpu_threads.limit(threads)
     depths = dict(zip(depth_frames(source), map(np.load, depth)))
     image = warp_source(io.read_image(diffused), source, motion, settings, depths)
     model = load_depth_model(settings["depth_algorithm"], settings["depth_model_path"], settings["map_location"],
@@ -95,11 +98,13 @@ DEPTH_ANYTHING_PREPROCESS = Preprocess(518, 14, True, (0.485, 0.456, 0.406), (0.
 
 
 class NetworkDepth:
-    """A transformers depth-estimation network (`predicted_depth` output) with the Deforum conversion."""
+    """A depth network answering like transformers' (`predicted_depth`), its output converted to z by its
+    family's convention ("midas", "relative" or "metric", module doc)."""
 
     def __init__(self, net: torch.nn.Module, preprocess: Preprocess, device: torch.device,
-                 midas_weight: float = 1.0):
+                 midas_weight: float = 1.0, convention: str = "midas"):
         self.net, self.preprocess, self.device, self.midas_weight = net, preprocess, device, float(midas_weight)
+        self.convention = convention
 
     def predict(self, img: np.ndarray) -> np.ndarray:
         import torch
@@ -113,10 +118,20 @@ class NetworkDepth:
             raw = self.net(pixel_values=pixels).predicted_depth
             raw = torch.nn.functional.interpolate(raw[:, None].float(), size=(height, width), mode="bicubic",
                                                   align_corners=False)[0, 0]
-        depth = (50.0 - raw.cpu().numpy()) / 19.0
+        depth = to_depth(raw.cpu().numpy(), self.convention)
         if self.midas_weight != 1.0:
             depth = depth * self.midas_weight + (1.0 - self.midas_weight)
         return depth.astype(np.float32)
+
+
+def to_depth(raw: np.ndarray, convention: str) -> np.ndarray:
+    """A network's raw output -> the depth z the warp reads (module doc)."""
+    if convention == "metric":
+        return raw
+    if convention == "relative":
+        nearest = float(raw.max())
+        raw = raw * (depth_models.MIDAS_NEAR / nearest) if nearest > 0 else np.zeros_like(raw)
+    return (50.0 - raw) / 19.0
 
 
 def tiny_network() -> torch.nn.Module:
@@ -134,41 +149,39 @@ def tiny_network() -> torch.nn.Module:
         return DPTForDepthEstimation(config).eval()
 
 
-# algorithm -> (Hugging Face repo to download, what it is called, accepted config model_type)
-_HUB = {
-    "midas-3-hybrid": ("Intel/dpt-hybrid-midas", "MiDaS", "dpt"),
-    "midas-3-large": ("Intel/dpt-large", "MiDaS", "dpt"),
-    "depth-anything": ("depth-anything/Depth-Anything-V2-Small-hf", "Depth-Anything", "depth_anything"),
-}
+def embedded_network(folder: str | Path = depth_models.EMBEDDED_DIR) -> tuple[torch.nn.Module, Preprocess]:
+    """The embedded model (models/depth): its U-Net and input size, from config.json and the fp16 weights."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from .depth_net import DepthUNet
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    net = DepthUNet(tuple(config["channels"]))
+    net.load_state_dict({k: v.float() for k, v in load_file(Path(folder) / "model.safetensors").items()})
+    return net.eval(), Preprocess(config["input_side"], 16, False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
-def _load_pretrained(algorithm: str, model_path: str) -> torch.nn.Module:
-    from transformers import AutoConfig, AutoModelForDepthEstimation
+# ZoeDepth's image processor: the aspect ratio kept, 384 x 512 at most, sides multiples of 32, mean/std 0.5.
+ZOEDEPTH_PREPROCESS = Preprocess(384, 32, True, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
-    hub_id, label, model_type = _HUB[algorithm]
-    if model_path:
-        source = model_path
-        missing = (f"depth_model_path: no {label} weights at {model_path}; "
-                   f"download {hub_id} and put the folder there")
-        if not (Path(model_path) / "config.json").is_file():
-            raise ConfigError(missing)
-    else:
-        source = hub_id
-        missing = (f"depth_model_path: {hub_id} is not in the local Hugging Face cache; download it "
-                   f"(hf download {hub_id}) or set depth_model_path to a folder holding it")
-    try:
-        config = AutoConfig.from_pretrained(source, local_files_only=True)
-        if config.model_type != model_type:
-            raise ConfigError(f"depth_model_path: {source} holds a {config.model_type!r} model, "
-                              f"not {label} (expected {hub_id})")
-        net, info = AutoModelForDepthEstimation.from_pretrained(source, local_files_only=True,
-                                                                output_loading_info=True)
-    except OSError as e:
-        raise ConfigError(missing) from e
+
+def _load_pretrained(spec: depth_models.DepthModelSpec, folder: str) -> tuple[torch.nn.Module, Preprocess]:
+    """A transformers depth model from a local folder (depth_models found it), never downloading."""
+    from transformers import AutoModelForDepthEstimation
+
+    net, info = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True, output_loading_info=True)
     if info["missing_keys"]:
-        raise ConfigError(f"depth_model_path: {source} lacks {len(info['missing_keys'])} weights of a {label} "
-                          f"model (e.g. {sorted(info['missing_keys'])[0]}); download {hub_id} again")
-    return net.eval()
+        raise ConfigError(f"depth_model_path: {folder} lacks {len(info['missing_keys'])} weights of {spec.label} "
+                          f"(e.g. {sorted(info['missing_keys'])[0]}); fetch {spec.hub_id} again")
+    if spec.model_type == "depth_anything":
+        return net.eval(), DEPTH_ANYTHING_PREPROCESS
+    if spec.model_type == "zoedepth":
+        return net.eval(), ZOEDEPTH_PREPROCESS
+    backbone = net.config.backbone_config
+    size = backbone.image_size if getattr(backbone, "model_type", "") == "beit" else net.config.image_size  # 512
+    return net.eval(), midas_preprocess(size if isinstance(size, int) else size[0])
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -179,24 +192,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-_networks: dict[tuple[str, str, str], tuple[torch.nn.Module, Preprocess]] = {}
+_networks: dict[tuple[str, str, str], tuple[torch.nn.Module, Preprocess, str]] = {}
 _networks_lock = threading.Lock()
 
 
-def _network(algorithm: str, model_path: str, device: torch.device) -> tuple[torch.nn.Module, Preprocess]:
+def _network(algorithm: str, model_path: str, device: torch.device) -> tuple[torch.nn.Module, Preprocess, str]:
     key = (algorithm, model_path, str(device))
     with _networks_lock:
         if key not in _networks:
-            if algorithm == "tiny":
+            found = depth_models.find(algorithm, model_path)
+            if found.name == "tiny":
                 net, preprocess = tiny_network(), midas_preprocess(64)
+            elif found.name == "embedded":
+                net, preprocess = embedded_network(found.source)
             else:
-                net = _load_pretrained(algorithm, model_path)
-                if algorithm == "depth-anything":
-                    preprocess = DEPTH_ANYTHING_PREPROCESS
-                else:
-                    size = net.config.image_size
-                    preprocess = midas_preprocess(size if isinstance(size, int) else size[0])
-            _networks[key] = (net.to(device), preprocess)
+                net, preprocess = _load_pretrained(found.spec, found.source)
+            _networks[key] = (net.to(device), preprocess, found.spec.convention)
         return _networks[key]
 
 
@@ -204,13 +215,11 @@ def load_depth_model(algorithm: str, model_path: str | Path = "", device: str | 
                      midas_weight: float = 1.0) -> DepthModel:
     """The depth model for `depth_algorithm` ('flat' when `use_depth_warping` is false), its weights read from
     `model_path` ("" = the local Hugging Face cache). Raises ConfigError when the weights are not there."""
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"depth_algorithm: unknown {algorithm!r}; choose one of {', '.join(ALGORITHMS[1:])}")
     if algorithm == "flat":
         return FlatDepth()
     device = resolve_device(device)
-    net, preprocess = _network(algorithm, str(model_path) if model_path else "", device)
-    return NetworkDepth(net, preprocess, device, midas_weight)
+    net, preprocess, convention = _network(algorithm, str(model_path) if model_path else "", device)
+    return NetworkDepth(net, preprocess, device, midas_weight, convention)
 
 
 def depth_to_png(depth: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-from . import io
+from . import gradient_conditioning, io, preview
 from .config import ConfigError
 from .masks import latent_mask, overlay
 from .models import Pipeline, get_pipeline
@@ -70,11 +70,21 @@ def step_completed(scheduler) -> bool:
 # ---- prompt weighting (Deforum v0.6 "text:weight") -------------------------------------------------
 
 def encode_text(pipe: Pipeline, texts: list[str]) -> torch.Tensor:
-    """CLIP hidden states (len(texts), 77, D) in the model dtype."""
-    ids = pipe.tokenizer(
-        texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    return pipe.text_encoder(ids.to(pipe.device))[0]
+    """CLIP hidden states (len(texts), 77, D) in the model dtype. SDXL: both encoders' penultimate hidden states
+    side by side, and one more row holding the second encoder's pooled embedding (zero-padded to D), so that
+    prompt weighting and interpolation blend it like the rest: (len(texts), 78, D)."""
+    if not pipe.is_sdxl:
+        return pipe.text_encoder(_token_ids(pipe.tokenizer, texts, pipe.device))[0]
+    first = pipe.text_encoder(_token_ids(pipe.tokenizer, texts, pipe.device), output_hidden_states=True)
+    second = pipe.text_encoder_2(_token_ids(pipe.tokenizer_2, texts, pipe.device), output_hidden_states=True)
+    hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+    pooled = torch.nn.functional.pad(second.text_embeds, (0, hidden.shape[-1] - second.text_embeds.shape[-1]))
+    return torch.cat([hidden, pooled[:, None]], dim=1)
+
+
+def _token_ids(tokenizer, texts: list[str], device) -> torch.Tensor:
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids.to(device)
 
 
 def prompt_conditioning(
@@ -122,11 +132,13 @@ def denoise(
     mask: np.ndarray | torch.Tensor | None = None,
     callback: StepCallback | None = None,
     conditioning: tuple[torch.Tensor, torch.Tensor] | None = None,
+    gradient: Mapping | None = None,
 ) -> torch.Tensor:
     """Denoise from `init_latent` (img2img) or from noise (txt2img) and return the latent (1, 4, H/8, W/8),
     float32 on the CPU. `mask` (latent resolution, 1 = keep the init, 0 = diffuse) blends the init, noised to
     the current level, back in after every step. `callback` is called after each of the steps run.
-    `conditioning` (cond, uncond), e.g. interpolated ones, replaces the encoding of prompt and negative_prompt."""
+    `conditioning` (cond, uncond), e.g. interpolated ones, replaces the encoding of prompt and negative_prompt.
+    `gradient` (the gradient_settings.GRADIENT_SETTINGS keys and `model`) turns on gradient conditioning."""
     if steps < 1:
         raise ConfigError(f"steps: {steps} is not a positive number of steps")
     shape = pipe.latent_shape(width, height)
@@ -157,10 +169,17 @@ def denoise(
         x = scheduler.add_noise(init_latent, noise, timesteps[:1])
     embeddings = torch.cat([uncond, cond])
     step_kwargs = _step_kwargs(scheduler, generator, ddim_eta)
+    guide = gradient_conditioning.guide(pipe, gradient, prompt=prompt, seed=seed, width=width, height=height,
+                                        steps_run=t_enc)
 
     done = 0
     for i, t in enumerate(timesteps):
-        x = scheduler.step(guided_noise(pipe, scheduler, x, t, embeddings, cfg_scale), t, x, **step_kwargs).prev_sample
+        if guide is not None and step_completed(scheduler) and guide.selected(done + 1):
+            noise_pred, x = guide.step_input(scheduler, x, t, embeddings, cfg_scale, done + 1,
+                                             lambda model_input, emb, t=t: unet_output(pipe, model_input, t, emb))
+        else:
+            noise_pred = guided_noise(pipe, scheduler, x, t, embeddings, cfg_scale)
+        x = scheduler.step(noise_pred, t, x, **step_kwargs).prev_sample
         if i < len(timesteps) - 1 and not step_completed(scheduler):
             continue
         if mask is not None:
@@ -173,10 +192,19 @@ def denoise(
 
 def guided_noise(pipe: Pipeline, scheduler, x: torch.Tensor, t, embeddings: torch.Tensor, cfg_scale: float):
     """Classifier-free guidance: one UNet call on [uncond, cond], extrapolated by cfg_scale."""
-    model_input = scheduler.scale_model_input(torch.cat([x, x]), t)
-    eps = pipe.unet(model_input.to(pipe.dtype), t, encoder_hidden_states=embeddings).sample.float()
-    eps_uncond, eps_cond = eps.chunk(2)
+    eps_uncond, eps_cond = unet_output(pipe, scheduler.scale_model_input(torch.cat([x, x]), t), t, embeddings).chunk(2)
     return eps_uncond + cfg_scale * (eps_cond - eps_uncond)
+
+
+def unet_output(pipe: Pipeline, model_input: torch.Tensor, t, embeddings: torch.Tensor) -> torch.Tensor:
+    """The UNet's float32 output for a batch of model inputs, one row of `embeddings` each."""
+    extra = {}
+    if pipe.is_sdxl:  # the pooled row (encode_text) and the size conditioning: full frame, no crop
+        embeddings, pooled = embeddings[:, :-1], embeddings[:, -1, : pipe.text_encoder_2.config.projection_dim]
+        h, w = (n * pipe.vae_scale_factor for n in model_input.shape[-2:])
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]] * len(embeddings), dtype=pipe.dtype, device=pipe.device)
+        extra = {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+    return pipe.unet(model_input.to(pipe.dtype), t, encoder_hidden_states=embeddings, **extra).sample.float()
 
 
 def blend_init(scheduler, x, init_latent, noise, mask, next_timestep: torch.Tensor) -> torch.Tensor:
@@ -286,13 +314,15 @@ def generate(init_latent: torch.Tensor | None, settings: Mapping, *, prompt: str
     settings of dependencies.DIFFUSION_SETTINGS); `mask` (pixels, 1 = keep the init) is averaged down to the
     latent grid. Returns (latent, RGB uint8 image)."""
     pipe = get_pipeline(settings)
+    if callback is None:  # show_sample_per_step: each step decoded into the live preview
+        callback = preview.step_callback(lambda x: decode_latent(pipe, x))
     latent = denoise(
         pipe, init_latent, prompt=prompt, negative_prompt=negative_prompt, steps=steps, strength=strength,
         cfg_scale=cfg_scale, sampler=sampler, seed=seed, width=settings["W"], height=settings["H"],
         ddim_eta=settings["ddim_eta"], use_karras_sigmas=settings["use_karras_sigmas"],
         prompt_weighting=settings["prompt_weighting"], normalize_prompt_weights=settings["normalize_prompt_weights"],
         mask=None if mask is None else latent_mask(mask, pipe.latent_shape(settings["W"], settings["H"])[-2:]),
-        callback=callback, conditioning=conditioning)
+        callback=callback, conditioning=conditioning, gradient=settings)
     return latent, decode_latent(pipe, latent)
 
 

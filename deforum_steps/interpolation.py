@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from . import io
+from . import cpu_threads, io, preview
 from .config import ConfigError
-from .dependencies import DIFFUSION_SETTINGS, INTERPOLATION_COLUMNS, pick
+from .dependencies import DIFFUSION_SETTINGS, INTERPOLATION_COLUMNS, diffusion_settings, pick
 from .keyframes import prompts_per_frame
 
 
@@ -59,7 +59,7 @@ def job_params(spec: Mapping, prompts: list[tuple[int, str, str]], row: Mapping,
     a = prompts[spec["a"]][1:]
     b = prompts[spec["b"]][1:] if spec["t"] > 0 else a
     return {"a": list(a), "b": list(b), "t": spec["t"], "row": pick(row, INTERPOLATION_COLUMNS),
-            "settings": pick(cfg, DIFFUSION_SETTINGS)}
+            "settings": diffusion_settings(cfg, DIFFUSION_SETTINGS)}
 
 
 def slerp(t: float, v0, v1, dot_threshold: float = 0.9995):
@@ -78,7 +78,7 @@ def slerp(t: float, v0, v1, dot_threshold: float = 0.9995):
 
 
 def render_frame(*, image: str, a: Sequence[str], b: Sequence[str], t: float, row: Mapping,
-                 settings: Mapping) -> None:
+                 settings: Mapping, threads: int) -> None:
     """Rule interpolation_frame (params from job_params):
     1. encode the two key prompts `a` and `b` (prompt, negative prompt) into their conditionings;
     2. slerp them at `t`, each side of the guidance;
@@ -86,6 +86,7 @@ def render_frame(*, image: str, a: Sequence[str], b: Sequence[str], t: float, ro
     4. write the image."""
     from . import diffusion, models
 
+    cpu_threads.limit(threads)
     pipe = models.get_pipeline(settings)
 
     def encode(prompt_and_negative):
@@ -101,3 +102,4 @@ def render_frame(*, image: str, a: Sequence[str], b: Sequence[str], t: float, ro
         seed=row["seed_schedule"], steps=row["steps_schedule"], cfg_scale=row["cfg_scale_schedule"],
         sampler=row["sampler_schedule"])
     io.write_image(image, result)
+    preview.show_frame(image, result)

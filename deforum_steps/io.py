@@ -33,9 +33,9 @@ _NOT_ARTIFACTS = {CHECKSUMS, ".render.lock"}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-# The render folder whose writes are recorded (set by the workflow as it loads; None outside a render). Jobs run
-# as threads of one process, so one lock serialises the appends.
-_record_folder: Path | None = None
+# The render folders whose writes are recorded (set by the workflow as it loads: one, or each render's of a batch;
+# none outside a render). Jobs run as threads of one process, so one lock serialises the appends.
+_record_folders: set[Path] = set()
 _record_lock = threading.Lock()
 
 
@@ -48,9 +48,12 @@ class DamagedFile(ValueError):
 
 
 def record_in(folder: str | os.PathLike | None) -> None:
-    """Record every file written under `folder` from now on in folder/.checksums (None: stop recording)."""
-    global _record_folder
-    _record_folder = None if folder is None else Path(folder).resolve()
+    """Record every file written under `folder` from now on in folder/.checksums, as well as under the folders
+    named before (a batch's renders); None: stop recording everywhere."""
+    if folder is None:
+        _record_folders.clear()
+    else:
+        _record_folders.add(Path(folder).resolve())
 
 
 @contextlib.contextmanager
@@ -163,16 +166,16 @@ def record(path: str | os.PathLike) -> None:
 
 
 def _record(path: Path, digest: str, size: int) -> None:
-    if _record_folder is None:
-        return
-    try:
-        name = path.resolve().relative_to(_record_folder).as_posix()
-    except ValueError:
-        return  # not in the render folder
+    resolved = path.resolve()
+    folders = [f for f in _record_folders if resolved.is_relative_to(f)]
+    if not folders:
+        return  # not in a render folder
+    folder = max(folders, key=lambda f: len(f.parts))  # the innermost, should one render lie in another's folder
+    name = resolved.relative_to(folder).as_posix()
     if name in _NOT_ARTIFACTS:
         return
     line = f"{digest} {size} {path.stat().st_mtime_ns} {name}\n"
-    with _record_lock, open(_record_folder / CHECKSUMS, "a") as f:
+    with _record_lock, open(folder / CHECKSUMS, "a") as f:
         f.write(line)
 
 

@@ -2,19 +2,27 @@
 
 `model` in the render config picks the source:
 
-* `builtin:tiny`  a small randomly initialised SD-architecture model built offline in about a second (tests, CI);
-* `builtin:toy`   the trained toy model in `<repo>/models/toy/`, loaded like any diffusers folder;
-* a local diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/);
-* a single-file SD 1.x/2.x checkpoint (`.safetensors` / `.ckpt`), with `model_config` a local config folder;
+* `builtin:tiny`    a small randomly initialised SD-architecture model built offline in about a second (tests, CI);
+* `builtin:tiny-xl` the same for the SDXL architecture (two text encoders, size conditioning);
+* `builtin:toy`     the trained toy model in `<repo>/models/toy/`, loaded like any diffusers folder;
+* a local diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), SD or SDXL;
+* a single-file SD 1.x/2.x/XL checkpoint (`.safetensors` / `.ckpt`, read with weights_only), loaded with the config
+  folder model_files.checkpoint_config picks (shipped in model_configs/ for the released sizes);
 * a hub id, read from the local Hugging Face cache only.
 
-Nothing is ever downloaded: a missing model is a ConfigError that says what to fetch and where to put it.
+Nothing is downloaded here: a missing model is a ConfigError, when the workflow loads, that says what to fetch
+and where to put it, or, with allow_download, model_download fetches it then.
 """
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
+import os
+import pickle
+import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +32,7 @@ import torch
 
 from .config import ConfigError
 from .dependencies import MODEL_SETTINGS, pick
-from .model_files import cached_hub_folder, model_location
+from .model_files import CONFIGS_DIR, checkpoint_config, model_location
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -53,6 +61,12 @@ class Pipeline:
     scheduler_config: dict
     device: torch.device
     dtype: torch.dtype
+    text_encoder_2: Any = None  # SDXL's second text encoder (CLIPTextModelWithProjection) and its tokenizer
+    tokenizer_2: Any = None
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
 
     @property
     def vae_scale_factor(self) -> int:
@@ -79,8 +93,19 @@ def get_pipeline(cfg: Mapping) -> Pipeline:
     with _lock:
         if _loaded is None or _loaded[0] != key:
             _loaded = None  # one model per process: drop the previous one before loading the next
+            started = time.perf_counter()
             _loaded = (key, load_pipeline(settings))
+            log_load(settings["model"], time.perf_counter() - started)
         return _loaded[1]
+
+
+def log_load(model: str, seconds: float) -> None:
+    """With DEFORUM_MODEL_LOG set (a file), append a line per model load: host, process, model, seconds. On a
+    cluster it tells how often each node loaded a model (bench/bench_scale.py, tests/test_slurm.py count them)."""
+    path = os.environ.get("DEFORUM_MODEL_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()} {model} {seconds:.2f}\n")
 
 
 def load_pipeline(cfg: Mapping) -> Pipeline:
@@ -91,10 +116,30 @@ def load_pipeline(cfg: Mapping) -> Pipeline:
     dtype = resolve_dtype(s["dtype"], device)
     location = model_location(s["model"])
     if location is None:
-        return build_tiny(device, dtype)
-    if location.is_file():
-        return load_single_file(location, s["model_config"], device, dtype)
-    return load_folder(location, device, dtype)
+        pipe = (build_tiny_xl if s["model"].strip() == "builtin:tiny-xl" else build_tiny)(device, dtype)
+    elif location.is_file():
+        pipe = load_single_file(location, checkpoint_config(location, s["model_config"]), device, dtype)
+    else:
+        pipe = load_folder(location, device, dtype)
+    return configure(pipe, vae_tiling=s["vae_tiling"], compile_unet=s["compile_unet"])
+
+
+def configure(pipe: Pipeline, *, vae_tiling: bool = False, compile_unet: bool = False) -> Pipeline:
+    """The speed and memory switches. Attention is PyTorch's scaled_dot_product_attention (SDPA: its flash or
+    memory-efficient kernels on CUDA) in every attention layer of the UNet and VAE, whatever a loader picked;
+    vae_tiling encodes/decodes frames larger than the VAE's sample_size in overlapping tiles (diffusers' tiling,
+    blended seams: a little different, much less memory); compile_unet wraps the UNet in torch.compile."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    (pipe.vae.enable_tiling if vae_tiling else pipe.vae.disable_tiling)()
+    if compile_unet:
+        if not torch._dynamo.is_dynamo_supported():
+            raise ConfigError(f"compile_unet: torch {torch.__version__} cannot compile on this Python; set "
+                              "compile_unet: false")
+        pipe.unet = torch.compile(pipe.unet)
+    return pipe
 
 
 def resolve_device(map_location: str) -> torch.device:
@@ -123,7 +168,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def load_folder(folder: str | Path, device: torch.device, dtype: torch.dtype) -> Pipeline:
     """Load a diffusers-format Stable Diffusion folder (also what builtin:toy and hub ids resolve to)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
@@ -137,49 +182,63 @@ def load_folder(folder: str | Path, device: torch.device, dtype: torch.dtype) ->
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, **kw)
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw)
         scheduler_config = dict(DDIMScheduler.load_config(folder, subfolder="scheduler", **kw))
+        xl = {}
+        if (folder / "text_encoder_2").is_dir():
+            xl = dict(text_encoder_2=CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2",
+                                                                                 dtype=dtype, **kw),
+                      tokenizer_2=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", **kw))
     except (OSError, ValueError) as e:
         raise ConfigError(f"model: cannot load the diffusers folder {folder}: {_first_line(e)}") from e
-    return _assemble(unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype)
+    return _assemble(unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype, **xl)
 
 
-def load_single_file(path: Path, model_config: str, device: torch.device, dtype: torch.dtype) -> Pipeline:
-    """Load an SD 1.x/2.x `.safetensors`/`.ckpt` checkpoint. The component configs come from `model_config` (a local
-    diffusers folder) or else from the SD repo matching the checkpoint, found in the local Hugging Face cache."""
-    from diffusers import StableDiffusionPipeline
+def load_single_file(path: Path, config: Path, device: torch.device, dtype: torch.dtype) -> Pipeline:
+    """Load an SD 1.x/2.x/XL `.safetensors`/`.ckpt` checkpoint (a .ckpt with torch.load(weights_only=True)) with the
+    component configs in the local folder `config` (model_files.checkpoint_config); the tokenizers come from its
+    tokenizer folders, else from CLIP's vocabulary shipped in model_configs/."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.models.modeling_utils import no_init_weights
 
-    if model_config:
-        config = Path(model_config).expanduser()
-        if not config.is_dir():
-            raise ConfigError(f"model_config: {model_config} is not a local diffusers config folder")
-    else:
-        repo = sd_config_repo(path)
-        config = cached_hub_folder(repo)
-        if config is None:
-            raise ConfigError(
-                f"model_config: {path.name} needs the configs of {repo}, not in the local Hugging Face cache; "
-                f"fetch them with `hf download {repo} --exclude '*.safetensors' '*.bin' '*.ckpt'` or set model_config "
-                "to a local folder holding them"
-            )
+    xl = (config / "text_encoder_2").is_dir()
+    tokenizers = {name: load_tokenizer(config, name) for name in ("tokenizer", "tokenizer_2")[: 1 + xl]}
     try:
-        sd = StableDiffusionPipeline.from_single_file(
-            str(path), config=str(config), local_files_only=True, torch_dtype=dtype
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        # Without accelerate diffusers builds each model with random weights before loading the file's over them:
+        # skip that init, as its folder loader does (SD 1.5 from .safetensors on one thread: 44 s → 21 s).
+        with no_init_weights():
+            sd = (StableDiffusionXLPipeline if xl else StableDiffusionPipeline).from_single_file(
+                str(path), config=str(config), local_files_only=True, torch_dtype=dtype, **tokenizers
+            )
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
         reason = _first_line(e)
         raise ConfigError(f"model: cannot load the checkpoint {path} with the configs in {config}: {reason}") from e
-    return _assemble(sd.unet, sd.vae, sd.text_encoder, sd.tokenizer, dict(sd.scheduler.config), device, dtype)
+    extra = dict(text_encoder_2=sd.text_encoder_2, tokenizer_2=sd.tokenizer_2) if xl else {}
+    # the config file as a diffusers folder has it (sd.scheduler.config adds its class's defaults)
+    scheduler_config = dict(DDIMScheduler.load_config(config, subfolder="scheduler", local_files_only=True))
+    return _assemble(sd.unet, sd.vae, sd.text_encoder, sd.tokenizer, scheduler_config, device, dtype, **extra)
 
 
-def sd_config_repo(path: Path) -> str:
-    """The hub repo whose diffusers configs fit the checkpoint (diffusers' own SD version detection). Read here
-    because from_single_file, lacking cached configs, goes online even with local_files_only."""
-    from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_single_file_checkpoint
+def load_tokenizer(config: Path, name: str = "tokenizer"):
+    """The CLIP tokenizer `name` of a config folder: its own files, else CLIP's BPE (what every SD release uses),
+    padded as its text encoder was trained: OpenCLIP encoders (SD 2.x, SDXL's second) pad with "!"."""
+    from transformers import CLIPTokenizer
 
-    try:
-        checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"model: cannot read the checkpoint {path}: {_first_line(e)}") from e
-    return fetch_diffusers_config(checkpoint)["pretrained_model_name_or_path"]
+    if (config / name / "tokenizer_config.json").is_file():
+        return CLIPTokenizer.from_pretrained(config, subfolder=name, local_files_only=True)
+    encoder = json.loads((config / name.replace("tokenizer", "text_encoder") / "config.json").read_text())
+    return clip_tokenizer(pad_token="!" if encoder.get("hidden_act") == "gelu" else "<|endoftext|>")
+
+
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):
+    """OpenAI CLIP's tokenizer (49,408 tokens), built from the merges shipped in model_configs/ as CLIP's own
+    simple_tokenizer builds it: bytes, bytes at a word end, one token per merge, then the two special tokens."""
+    from transformers import CLIPTokenizer
+
+    merges = [tuple(line.split()) for line in gzip.decompress((CONFIGS_DIR / "clip_merges.txt.gz").read_bytes())
+              .decode().splitlines()]
+    chars = list(bytes_to_unicode().values())
+    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges), "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, model_max_length=77,
+                         pad_token=pad_token)
 
 
 def _first_line(e: BaseException) -> str:
@@ -187,14 +246,15 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _assemble(unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype) -> Pipeline:
+def _assemble(unet, vae, text_encoder, tokenizer, scheduler_config, device, dtype, text_encoder_2=None,
+              tokenizer_2=None) -> Pipeline:
     # torch's own Module.to: diffusers' override warns on every dtype cast, even with no fp32-kept modules
-    unet, vae, text_encoder = (
-        torch.nn.Module.to(m, device=device, dtype=dtype).eval().requires_grad_(False)
-        for m in (unet, vae, text_encoder)
+    unet, vae, text_encoder, text_encoder_2 = (
+        m if m is None else torch.nn.Module.to(m, device=device, dtype=dtype).eval().requires_grad_(False)
+        for m in (unet, vae, text_encoder, text_encoder_2)
     )
     config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}  # drop _class_name etc.
-    return Pipeline(unet, vae, text_encoder, tokenizer, config, device, dtype)
+    return Pipeline(unet, vae, text_encoder, tokenizer, config, device, dtype, text_encoder_2, tokenizer_2)
 
 
 # ---- builtin:tiny ---------------------------------------------------------------------------------
@@ -258,7 +318,54 @@ def build_tiny(device: torch.device | str = "cpu", dtype: torch.dtype = torch.fl
     return _assemble(unet, vae, text_encoder, tokenizer, dict(SD_SCHEDULER_CONFIG), torch.device(device), dtype)
 
 
-def build_tiny_tokenizer():
+def build_tiny_xl(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> Pipeline:
+    """builtin:tiny's SDXL counterpart: two text encoders (the second with a projection, whose pooled output and
+    the image size condition the UNet through its text_time embedding), fixed random weights."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    base = build_tiny(device, dtype, seed)  # its VAE and first text encoder
+    tokenizer_2 = build_tiny_tokenizer(pad_token="!")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        text_encoder_2 = CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer_2),
+                hidden_size=48,  # unlike the first encoder's, as in SDXL (768, 1280): the loaders tell them apart by it
+                intermediate_size=96,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                hidden_act="gelu",
+                projection_dim=32,
+                max_position_embeddings=tokenizer_2.model_max_length,
+                bos_token_id=tokenizer_2.bos_token_id,
+                eos_token_id=tokenizer_2.eos_token_id,
+                pad_token_id=tokenizer_2.pad_token_id,
+            )
+        )
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32 + 48,  # both encoders' hidden states side by side
+            attention_head_dim=(2, 4),
+            transformer_layers_per_block=(1, 2),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=32 + 6 * 8,  # pooled text + six size numbers
+            norm_num_groups=8,
+        )
+    base.vae.register_to_config(scaling_factor=0.13025)  # SDXL's VAE scale
+    return _assemble(unet, base.vae, base.text_encoder, base.tokenizer, dict(SD_SCHEDULER_CONFIG),
+                     torch.device(device), dtype, text_encoder_2, tokenizer_2)
+
+
+def build_tiny_tokenizer(pad_token: str = "<|endoftext|>"):
     """A CLIP-style byte-level BPE tokenizer built in memory: every byte is a token, so any text encodes."""
     from transformers import CLIPTokenizer
 
@@ -277,7 +384,7 @@ def build_tiny_tokenizer():
             merged += sym
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token=pad_token)
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -300,6 +407,9 @@ def save_pipeline(pipe: Pipeline, folder: str | Path) -> None:
     pipe.vae.save_pretrained(folder / "vae")
     pipe.text_encoder.save_pretrained(folder / "text_encoder")
     pipe.tokenizer.save_pretrained(folder / "tokenizer")
+    if pipe.is_sdxl:
+        pipe.text_encoder_2.save_pretrained(folder / "text_encoder_2")
+        pipe.tokenizer_2.save_pretrained(folder / "tokenizer_2")
     # the config as is: a scheduler's save_pretrained would add its own class defaults (timestep_spacing, ...)
     (folder / "scheduler").mkdir(exist_ok=True)
     scheduler = {"_class_name": "PNDMScheduler", **pipe.scheduler_config}
@@ -315,4 +425,9 @@ def save_pipeline(pipe: Pipeline, folder: str | Path) -> None:
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
     }
+    if pipe.is_sdxl:
+        index = {**index, "_class_name": "StableDiffusionXLPipeline",
+                 "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+                 "tokenizer_2": ["transformers", "CLIPTokenizer"]}
+        del index["safety_checker"], index["feature_extractor"], index["requires_safety_checker"]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))

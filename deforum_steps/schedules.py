@@ -53,6 +53,8 @@ NUMERIC_SCHEDULES = (
     "sigma_schedule", "amount_schedule", "threshold_schedule",
 )
 _PLOT_COLUMNS = 4
+_PROMPT_ROWS = 3  # staggered lines of prompt labels above the plots
+_PROMPT_LABELS = 24  # prompts written out; the plots mark every change
 _FLIP_COLUMNS = ("perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma", "perspective_flip_fv")
 # The anti-blur reads these only at the frames whose amount_schedule is > 0 (color.unsharp_mask).
 _ANTI_BLUR_COLUMNS = ("kernel_schedule", "sigma_schedule", "threshold_schedule")
@@ -90,15 +92,41 @@ def write_records(cfg: Mapping[str, Any], csv: str | os.PathLike, png: str | os.
                   settings: str | os.PathLike | None = None, webui_settings: str | os.PathLike | None = None) -> None:
     """Rule schedules:
     1. evaluate the schedules of the resolved config;
-    2. write the table as CSV and as plots;
+    2. write the columns that apply (record_table) as CSV and as plots;
     3. write the settings snapshot and its webui-compatible twin when their paths are given (save_settings)."""
-    table = build_table(cfg)
+    table = record_table(cfg, build_table(cfg))
     write_csv(table, csv)
     plot(table, png)
     if settings is not None:
         write_settings(cfg, settings)
     if webui_settings is not None:
         settings_export.write_webui_settings(cfg, webui_settings)
+
+
+def record_table(cfg: Mapping, table: pd.DataFrame) -> pd.DataFrame:
+    """The table as schedules.csv shows it: the columns the animation mode reads (the anti-blur's only with
+    amount_schedule > 0 somewhere) plus every schedule the config sets away from its default; in Interpolation
+    mode each frame's pair of key prompts and the weight of the second (`tween_weight`, slerp's t), which the
+    frame renders, instead of prompts keyed by frame."""
+    used = set(_used_columns(cfg))
+    if not (table["amount_schedule"] > 0).any():
+        used -= set(_ANTI_BLUR_COLUMNS)
+    defaults = {key: spec.get("default") for key, spec in load_schema(SCHEMA_PATH)["properties"].items()}
+    set_by_user = {key for key in NUMERIC_SCHEDULES if cfg[key] != defaults.get(key)}
+    keep = used | set_by_user | {"sampler_schedule", "seed_schedule", "denoise_steps"}
+    if cfg["animation_mode"] != "Interpolation":
+        return table[[c for c in table if c in keep or c in ("prompt", "negative_prompt")]]
+    from .interpolation import key_prompts, plan
+
+    keys, frames = key_prompts(cfg), plan(cfg)
+    pairs = pd.DataFrame({
+        "prompt": [keys[f["a"]][1] for f in frames],
+        "next_prompt": [keys[f["b"]][1] for f in frames],
+        "tween_weight": [f["t"] for f in frames],
+        "negative_prompt": [keys[f["a"]][2] for f in frames],
+        "next_negative_prompt": [keys[f["b"]][2] for f in frames],
+    }, index=table.index)
+    return pd.concat([table[[c for c in table if c in keep]], pairs], axis=1)
 
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -113,9 +141,17 @@ def write_settings(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
 
 
 def plot(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """The table's plot_figure as a PNG."""
+    png = BytesIO()
+    plot_figure(table).savefig(png, format="png", dpi=100)
+    io.write_bytes(path, png.getvalue())
+
+
+def plot_figure(table: pd.DataFrame):
     """Small multiples of the numeric schedules that vary over the frames; the constant ones listed below.
 
-    Dotted verticals mark the frames where the prompt changes.
+    A strip above them (the figure's first axes) writes each prompt at the frame where it starts; dotted
+    verticals mark those frames.
     """
     from matplotlib.figure import Figure  # here, not at the top: 0.3 s that every workflow start would pay
 
@@ -126,11 +162,16 @@ def plot(table: pd.DataFrame, path: str | os.PathLike) -> None:
     rows = max(1, math.ceil(len(varying) / cols))
     notes = textwrap.fill("constant: " + ", ".join(f"{c}={numeric[c].iloc[0]:g}" for c in constant),
                           width=45 * cols) if constant else ""
-    fig = Figure(figsize=(3.6 * cols, 2.2 * rows + 0.2 * (notes.count("\n") + 1) + 0.5), layout="constrained")
-    changes = _prompt_changes(table)
+    marks = _prompt_marks(table)
+    changes = [frame for frame, _ in marks[1:]]
+    strip = 0.35 + 0.18 * min(len(marks), _PROMPT_ROWS)
+    fig = Figure(figsize=(3.6 * cols, strip + 2.2 * rows + 0.2 * (notes.count("\n") + 1) + 0.5),
+                 layout="constrained")
     fig.suptitle(f"schedules over {len(table)} frames" + (" (dotted: prompt changes)" if changes else ""),
                  fontsize=11)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[strip] + [2.2] * rows)
+    _prompt_strip(fig.add_subplot(grid[0, :]), marks, len(table))
+    axes = np.array([fig.add_subplot(grid[1 + r, c]) for r in range(rows) for c in range(cols)])
     for ax, col in zip(axes, varying):
         ax.plot(numeric.index, numeric[col], lw=1.3, color="tab:blue")
         for frame in changes:
@@ -144,16 +185,31 @@ def plot(table: pd.DataFrame, path: str | os.PathLike) -> None:
     if not varying:
         axes[0].text(0.5, 0.5, "every schedule is constant", ha="center", va="center", transform=axes[0].transAxes)
     fig.supxlabel("frame" + (f"\n\n{notes}" if notes else ""), fontsize=8)
-    png = BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    io.write_bytes(path, png.getvalue())
+    return fig
 
 
-def _prompt_changes(table: pd.DataFrame) -> list[int]:
-    if "prompt" not in table:
+def _prompt_marks(table: pd.DataFrame) -> list[tuple[int, str]]:
+    """(frame, prompt) where each prompt starts: frame 0 and every frame whose prompt differs from the one before."""
+    if "prompt" not in table or not len(table):
         return []
-    prompts = table["prompt"]
-    return [int(f) for f in prompts.index[1:][(prompts.values[1:] != prompts.values[:-1])]]
+    prompts = table["prompt"].to_numpy()
+    starts = [0, *(np.flatnonzero(prompts[1:] != prompts[:-1]) + 1)]
+    return [(int(table.index[i]), str(prompts[i])) for i in starts]
+
+
+def _prompt_strip(ax, marks: list[tuple[int, str]], frames: int) -> None:
+    """The prompts written at their start frames, in up to _PROMPT_ROWS staggered lines so neighbours do not
+    overlap; more changes than fit are numbered in the plots' dotted lines only."""
+    ax.set_xlim(-0.5, max(frames - 1, 1) + 0.5)
+    ax.set_ylim(0, 1)
+    ax.set_axis_off()
+    for k, (frame, prompt) in enumerate(marks[:_PROMPT_LABELS]):
+        y = 1 - (k % _PROMPT_ROWS + 0.5) / _PROMPT_ROWS
+        ax.axvline(frame, color="grey", ls=":", lw=1)
+        ax.text(frame, y, f" {frame}: {textwrap.shorten(prompt, 60)}", fontsize=8, va="center", clip_on=False)
+    if len(marks) > _PROMPT_LABELS:
+        ax.text(1, 0, f"+{len(marks) - _PROMPT_LABELS} more prompt changes", fontsize=7, ha="right",
+                transform=ax.transAxes)
 
 
 def _source(cfg: Mapping, key: str) -> tuple[str, Any]:

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from deforum_steps import depth_models
 from deforum_steps.config import SCHEMA_PATH, ConfigError, load_schema
 from deforum_steps.samplers import SAMPLERS, WEBUI_SAMPLERS, resolve_sampler
 
@@ -76,21 +77,7 @@ WEBUI_DISPLAY_NAMES = {"klms": "LMS", "dpm2": "DPM2", "dpm2_ancestral": "DPM2 a"
 DEFAULT_SIGMAS = {"automatic", "normal", "simple", "default", ""}
 
 # ---- depth -----------------------------------------------------------------------------------------------
-# webui depth_algorithm (lower case) -> (ours, why it differs or None).
-DEPTH_ALGORITHMS = {
-    "midas-3-hybrid": ("midas-3-hybrid", None),
-    "midas-3-large": ("midas-3-large", None),
-    "depth-anything": ("depth-anything", None),
-    "depth-anything-v2-small": ("depth-anything", None),
-    "tiny": ("tiny", None),
-    "midas-3.1-beitlarge": ("midas-3-large", "MiDaS 3.1 BEiT-Large is not available: MiDaS 3.0 DPT-Large"),
-    "zoe": ("midas-3-hybrid", "ZoeDepth (metric depth) is not available: MiDaS 3.0 DPT-Hybrid relative depth, so "
-                              "the 3D motion's depth scale differs"),
-    "leres": ("midas-3-hybrid", "LeReS is not available: MiDaS 3.0 DPT-Hybrid"),
-    "adabins": ("midas-3-hybrid", "AdaBins is not available: MiDaS 3.0 DPT-Hybrid"),
-    "midas+adabins (old)": ("midas-3-large", None),
-    "zoe+adabins (old)": ("midas-3-hybrid", "ZoeDepth is not available: MiDaS 3.0 DPT-Hybrid"),
-}
+# webui depth_algorithm names: deforum_steps.depth_models.WEBUI_NAMES.
 # The webui blends AdaBins into the depth by midas_weight only for these; the notebook always does.
 ADABINS_BLENDS = {"midas+adabins (old)", "zoe+adabins (old)"}
 
@@ -109,12 +96,6 @@ UNSUPPORTED = {
     "soundtrack": ("add_soundtrack", "soundtrack_path"),
     "optical flow": ("optical_flow_cadence", "cadence_flow_factor_schedule", "optical_flow_redo_generation",
                      "redo_flow_factor_schedule", "diffusion_redo"),
-    "gradient conditioning": ("mean_scale", "var_scale", "exposure_scale", "exposure_target", "colormatch_scale",
-                              "colormatch_image", "colormatch_n_colors", "ignore_sat_weight", "clip_name",
-                              "clip_scale", "aesthetics_scale", "cutn", "cut_pow", "init_mse_scale",
-                              "init_mse_image", "blue_scale", "gradient_wrt", "gradient_add_to", "decode_method",
-                              "grad_threshold_type", "clamp_grad_threshold", "clamp_start", "clamp_stop",
-                              "grad_inject_timing", "cond_uncond_sync"),
     "subseeds": ("enable_subseed_scheduling", "subseed_schedule", "subseed_strength_schedule",
                  "seed_resize_from_w", "seed_resize_from_h"),
     "checkpoint and CLIP-skip scheduling": ("enable_checkpoint_scheduling", "checkpoint_schedule",
@@ -129,7 +110,7 @@ UNSUPPORTED = {
     "3D aspect ratio": ("aspect_ratio_schedule", "aspect_ratio_use_old_formula"),
     "pix2pix": ("pix2pix_img_cfg_scale_schedule",),
     "webui-only": ("show_info_on_ui", "tiling", "restore_faces", "reroll_blank_frames", "reroll_patience",
-                   "motion_preview_mode", "store_frames_in_ram", "delete_imgs", "delete_input_frames"),
+                   "store_frames_in_ram", "delete_imgs", "delete_input_frames"),
     "notebook-only": ("bit_depth_output", "n_samples", "filename_format", "precision", "C", "f",
                       "dynamic_threshold", "static_threshold", "init_latent", "init_sample", "init_c", "outdir",
                       "timestring", "seed_internal", "prompt", "models_path", "custom_config_path",
@@ -154,11 +135,9 @@ SWITCHES = {
     "diffusion_redo": ((0,), "no redo diffusion here"),
     r"use_alpha_as_mask|use_noise_mask": ((False,), "not applied here"),
     "add_init_noise": ((False,), "no extra init noise here"),
-    r"mean_scale|var_scale|exposure_scale|colormatch_scale|clip_scale|aesthetics_scale|init_mse_scale|blue_scale": (
-        (0,), "gradient conditioning is not applied here"),
     r"dynamic_threshold|static_threshold": ((None,), "no thresholding here"),
     "bit_depth_output": ((8,), "frames are 8-bit here"),
-    r"restore_faces|tiling|motion_preview_mode": ((False,), "not applied here"),
+    r"restore_faces|tiling": ((False,), "not applied here"),
     "reroll_blank_frames": (("ignore",), "blank frames are not rerolled here"),
 }
 # Paths a render reads, with when it reads them.
@@ -582,9 +561,14 @@ class _Importer:
                                    f"{algorithm!r} (webui deprecation rule)")
         if algorithm is None:  # the notebook and the early webui: MiDaS DPT-Large blended with AdaBins
             algorithm = "Midas+AdaBins (old)"
-        ours, why = DEPTH_ALGORITHMS.get(algorithm.strip().lower(), ("midas-3-hybrid",
-                                                                     f"unknown depth algorithm {algorithm!r}: "
-                                                                     "MiDaS 3.0 DPT-Hybrid"))
+        depth_read = self.value("animation_mode") == "3D" and self.value("use_depth_warping")
+        key = algorithm.strip().lower()
+        if key in _schema_props()["depth_algorithm"]["enum"]:  # our own name (or the webui's same spelling)
+            ours = key
+        elif depth_read or depth_models.WEBUI_NAMES.get(key, (None,))[0]:
+            ours = depth_models.webui_name(algorithm)  # a name nothing here serves: one-line ConfigError
+        else:
+            ours = "auto"  # not read: no 3D depth warping
         self.cfg["depth_algorithm"] = ours
         if "depth_algorithm" in doc:
             if algorithm == ours:
@@ -594,9 +578,6 @@ class _Importer:
         elif "use_zoe_depth" not in doc:
             self.out.mapped.append(f"(absent) -> depth_algorithm: {ours}: the source's MiDaS DPT-Large (with "
                                    "AdaBins by midas_weight)")
-        depth_read = self.value("animation_mode") == "3D" and self.value("use_depth_warping")
-        if why and depth_read:
-            self.differ("depth_algorithm", f"{algorithm!r}: {why}")
         if "midas_weight" not in doc:
             return
         weight = doc["midas_weight"]

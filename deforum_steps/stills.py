@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import cpu_threads, io, preview
 from .config import ConfigError
-from .dependencies import MASK_SETTINGS, STILL_SETTINGS, pick
+from .dependencies import MASK_SETTINGS, STILL_SETTINGS, diffusion_settings, pick
 from .keyframes import prompts_per_frame, seed_sequence
 from .masks import init_images, overlay, read_mask
 from .samplers import denoise_steps
@@ -54,7 +54,7 @@ def job_params(image: Mapping, cfg: Mapping) -> dict:
     """What one image (an entry of `plan`) depends on besides its init and mask files: prompts, seed, the
     STILL_SETTINGS, and with an init its strength (and the mask settings with use_mask), so an edit elsewhere
     (another prompt, n_batch, make_grid, fps...) never reruns it."""
-    settings = pick(cfg, STILL_SETTINGS)
+    settings = diffusion_settings(cfg, STILL_SETTINGS)
     if image["init_image"] is not None:
         settings["strength"] = cfg["strength"]
         if cfg["use_mask"]:
@@ -78,7 +78,7 @@ def prompt_images(images: Sequence[Mapping]) -> dict[int, list[int]]:
 
 
 def render_image(*, init: Sequence[str], mask: Sequence[str], image: str, steps: Sequence[str], prompt: str,
-                 negative_prompt: str, seed: int, settings: Mapping) -> None:
+                 negative_prompt: str, seed: int, settings: Mapping, threads: int) -> None:
     """Rule still, one image:
     1. read the init image at W x H, if any, and its mask;
     2. txt2img, or img2img from the init at `strength` (with a mask only its non-white areas; overlay_mask
@@ -86,6 +86,7 @@ def render_image(*, init: Sequence[str], mask: Sequence[str], image: str, steps:
     3. write the image."""
     from . import diffusion  # torch and diffusers: only in jobs that diffuse
 
+    cpu_threads.limit(threads)
     start = io.read_image(init[0], size=(settings["W"], settings["H"])) if init else None
     pixel_mask = read_mask(mask[0], settings) if mask else None
 
@@ -100,6 +101,7 @@ def render_image(*, init: Sequence[str], mask: Sequence[str], image: str, steps:
     if pixel_mask is not None and settings["overlay_mask"]:
         result = overlay(result, start, pixel_mask)
     io.write_image(image, result)
+    preview.show_frame(image, result)
 
 
 def write_grid(*, images: Sequence[str], grid: str, grid_rows: int) -> None:

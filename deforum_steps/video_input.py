@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from . import io
+from . import cpu_threads, io, preview
 from .config import ConfigError
 from .dependencies import EXTRACTION_SETTINGS, pick
 from .masks import read_mask
@@ -85,7 +85,8 @@ def extract(*, video: str, frames: Sequence[str], log: str, key: str, indices: S
     extract_frames(video, Path(frames[0]).parent, indices, size=tuple(size), key=key, log=log)
 
 
-def render_frame(*, init: str, mask: Sequence[str], image: str, row: Mapping, settings: Mapping) -> None:
+def render_frame(*, init: str, mask: Sequence[str], image: str, row: Mapping, settings: Mapping,
+                 threads: int) -> None:
     """Rule video_input_frame:
     1. read the extracted video frame at W x H;
     2. img2img from it at the frame's strength_schedule, masked by its mask frame or mask_file (white keeps
@@ -93,7 +94,9 @@ def render_frame(*, init: str, mask: Sequence[str], image: str, row: Mapping, se
     3. write the image."""
     from . import diffusion  # torch, diffusers: only in jobs that diffuse
 
+    cpu_threads.limit(threads)
     start = io.read_image(init, size=(settings["W"], settings["H"]))
     result = diffusion.img2img(start, row, settings, strength=row["strength_schedule"],
                                mask=read_mask(mask[0], settings) if mask else None)
     io.write_image(image, result)
+    preview.show_frame(image, result)

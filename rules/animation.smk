@@ -15,10 +15,13 @@ rule first_frame:
         unpack(first_frame_inputs),
     output:
         image=diffused_path(0),
+    threads: MODEL_THREADS
+    resources:
+        **FRAME_RESOURCES,
     params:
         frame=first_frame_params,
     run:
-        animation.first_frame(**input, **output, **params.frame)
+        animation.first_frame(**input, **output, **params.frame, threads=threads)
 
 
 # A diffusion d >= c (frames/ when c = 1, else diffused/).
@@ -30,10 +33,13 @@ rule frame:
         image=f"{DIFFUSED}/{{i}}.png",
     wildcard_constraints:
         i=r"(?!00000)\d{5}",
+    threads: MODEL_THREADS
+    resources:
+        **FRAME_RESOURCES,
     params:
         frame=diffusion_params,
     run:
-        animation.diffusion_frame(**input, **output, **params.frame)
+        animation.diffusion_frame(**input, **output, **params.frame, threads=threads)
 
 
 if CADENCE > 1:
@@ -46,10 +52,12 @@ if CADENCE > 1:
             image=f"{FRAMES}/{{i}}.png",
         wildcard_constraints:
             i=r"\d{5}",
+        resources:
+            **FRAME_RESOURCES,
         params:
             blend=blend_params,
         run:
-            animation.blend_frame(**input, **output, **params.blend)
+            animation.blend_frame(**input, **output, **params.blend, threads=threads)
 
 
 FINAL_FRAMES = [frame_path(i) for i in range(N_FRAMES)]

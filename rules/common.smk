@@ -1,7 +1,10 @@
 """Shared by every stage: the output folder and its paths, per-frame schedule rows and the params and inputs
-they feed, the final targets, the run lock. Helpers live here, so the stage files hold only rules."""
+they feed, the threads and resources of per-frame jobs, the final targets, the run lock. Helpers live here, so the
+stage files hold only rules."""
 
-from deforum_steps import animation, io, masks, prompts
+import tempfile
+
+from deforum_steps import animation, batch, io, masks, prompts
 from deforum_steps.cadence import init_plan, tween_plan
 from deforum_steps.config import ConfigError, OutputBusy, lock_output, output_dir, record_seed
 from deforum_steps.dependencies import (
@@ -13,6 +16,7 @@ from deforum_steps.dependencies import (
     MASK_SETTINGS,
     MOTION_COLUMNS,
     WARP_SETTINGS,
+    diffusion_settings,
     pick,
 )
 
@@ -28,6 +32,17 @@ FRAMES = f"{OUT}/frames"
 DIFFUSED = FRAMES if CADENCE == 1 else f"{OUT}/diffused"
 # The final outputs, the input of the rule named all; each stage file adds its own.
 TARGETS = []
+# Threads of the jobs that run a model (deforum_steps/cpu_threads.py): torch's pool is process-wide, so every model
+# job that can run beside another gets the same count. With cadence 1 each diffusion (and 3D depth map) waits for
+# the one before: all the cores; with cadence > 1 blends and depth maps run beside the next diffusion: half each.
+# Independent frames (Video Input, Interpolation, None) take one thread each, and --cores N renders N at once.
+# `--set-threads frame=4` (or a profile's set-threads) overrides a rule's count.
+# In a batch, the renders running side by side share the cores (batch.cores_per_render).
+RENDER_CORES = batch.cores_per_render(workflow.cores)
+MODEL_THREADS = RENDER_CORES if CADENCE == 1 else max(1, RENDER_CORES // 2)
+# Resources of per-frame jobs. Snakemake's default tmpdir is an expression evaluated for every job (15 % of the
+# time to plan a long render); our jobs run in this process and read no $TMPDIR: the same value, computed once.
+FRAME_RESOURCES = {"tmpdir": tempfile.gettempdir()}
 # (where, prompt, negative prompt) of everything diffused, for log_weighted_subprompts; None and Interpolation
 # mode replace it with their images' and key prompts'.
 RENDERED_PROMPTS = [
@@ -80,7 +95,7 @@ def mask_input():
 # One input and one params function per rule: Snakemake inspects a function's signature at every call,
 # thousands of times while it plans a long render.
 
-ANIMATION_JOB_SETTINGS = {**pick(config, ANIMATION_SETTINGS), **mask_settings()} if ANIMATED else {}
+ANIMATION_JOB_SETTINGS = {**diffusion_settings(config, ANIMATION_SETTINGS), **mask_settings()} if ANIMATED else {}
 WARP_JOB_SETTINGS = pick(config, WARP_SETTINGS[MODE]) if ANIMATED else {}
 DEPTH_JOB_SETTINGS = pick(config, WARP_SETTINGS["3D"] + DEPTH_SETTINGS) if USE_DEPTH else {}
 

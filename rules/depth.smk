@@ -17,10 +17,13 @@ rule depth:
         depth_map=f"{OUT}/depth/{{s}}.npy",
     wildcard_constraints:
         s=r"\d{5}",
+    threads: MODEL_THREADS
+    resources:
+        **FRAME_RESOURCES,
     params:
         depth=depth_params,
     run:
-        depth.depth_map(**input, **output, **params.depth)
+        depth.depth_map(**input, **output, **params.depth, threads=threads)
 
 
 rule depth_png:
@@ -28,6 +31,8 @@ rule depth_png:
         depth_map=f"{OUT}/depth/{{s}}.npy",
     output:
         png=f"{OUT}/depth/{{s}}.png",
+    resources:
+        **FRAME_RESOURCES,
     run:
         depth.depth_png(**input, **output)
 

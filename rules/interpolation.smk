@@ -15,12 +15,14 @@ rule interpolation_frame:
     wildcard_constraints:
         i=r"\d{5}",
     threads: 1  # frames are independent: --cores N renders N at once
+    resources:
+        **FRAME_RESOURCES,
     params:
         frame=lambda wc: interpolation.job_params(
             INTERPOLATION_PLAN[int(wc.i)], KEY_PROMPTS, frame_params(wc.i), config
         ),
     run:
-        interpolation.render_frame(**output, **params.frame)
+        interpolation.render_frame(**output, **params.frame, threads=threads)
 
 
 FINAL_FRAMES = [frame_path(i) for i in range(len(INTERPOLATION_PLAN))]

@@ -22,10 +22,12 @@ rule still:
     wildcard_constraints:
         k=r"\d{5}",
     threads: 1  # images are independent: --cores N renders N at once
+    resources:
+        **FRAME_RESOURCES,
     params:
         still=lambda wc: stills.job_params(STILLS[int(wc.k)], config),
     run:
-        stills.render_image(**input, **output, **params.still)
+        stills.render_image(**input, **output, **params.still, threads=threads)
 
 
 rule grid:

@@ -16,7 +16,10 @@ if VIDEO_PLAN["mask"]:
     VIDEO_MASK = f"{OUT}/maskframes/{{i}}.png"
 else:
     VIDEO_MASK = config["mask_file"] if config["use_mask"] else None
-VIDEO_FRAME_SETTINGS = {**pick(config, DIFFUSION_SETTINGS), **(pick(config, MASK_SETTINGS) if VIDEO_MASK else {})}
+VIDEO_FRAME_SETTINGS = {
+    **diffusion_settings(config, DIFFUSION_SETTINGS),
+    **(pick(config, MASK_SETTINGS) if VIDEO_MASK else {}),
+}
 
 
 rule extract_video_frames:
@@ -58,13 +61,15 @@ rule video_input_frame:
     wildcard_constraints:
         i=r"\d{5}",
     threads: 1  # frames are independent: --cores N renders N at once
+    resources:
+        **FRAME_RESOURCES,
     params:
         frame=lambda wc: {
             "row": pick(frame_params(wc.i), DIFFUSION_COLUMNS),
             "settings": VIDEO_FRAME_SETTINGS,
         },
     run:
-        video_input.render_frame(**input, **output, **params.frame)
+        video_input.render_frame(**input, **output, **params.frame, threads=threads)
 
 
 FINAL_FRAMES = [frame_path(i) for i in VIDEO_FRAMES]

@@ -262,7 +262,8 @@ def test_latent_file_roundtrip(tmp_path, init):
 
 
 def test_generate_and_img2img_on_the_process_wide_model(monkeypatch, pipe, conformance):
-    settings = {"model": "builtin:tiny", "model_config": "", "map_location": "cpu", "dtype": "fp32", "W": SIZE,
+    settings = {"model": "builtin:tiny", "model_config": "", "map_location": "cpu", "dtype": "fp32",
+                "vae_tiling": False, "compile_unet": False, "W": SIZE,
                 "H": SIZE, "ddim_eta": 0.0, "use_karras_sigmas": False, "prompt_weighting": True,
                 "normalize_prompt_weights": True, "overlay_mask": True}
     monkeypatch.setattr(models, "_loaded", (tuple(pick(settings, MODEL_SETTINGS).values()), pipe))

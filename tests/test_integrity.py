@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import SNAKEFILE, SNAKEMAKE, output, planned_jobs, run_snakemake, write_config
 
-from deforum_steps import io, video
+from deforum_steps import io, preview, video
 
 OUT = "output/test"
 N = 5
@@ -44,10 +44,12 @@ def copy_of(render, tmp_path):
 
 
 def contents(workdir):
-    """{path in OUT: SHA-256} of the render's artifacts (logs name temp folders, so they are left out)."""
+    """{path in OUT: SHA-256} of the render's artifacts (logs name temp folders, and the live preview.png is
+    whichever frame finished last, so they are left out)."""
     out = workdir / OUT
     return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*")
-            if p.is_file() and p.name not in (io.CHECKSUMS, ".render.lock") and p.parent.name != "logs"}
+            if p.is_file() and p.name not in (io.CHECKSUMS, ".render.lock", preview.LIVE_FILE)
+            and p.parent.name != "logs"}
 
 
 def truncate(path, size=300):

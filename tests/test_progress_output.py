@@ -15,6 +15,7 @@ from snakemake_interface_logger_plugins.registry import LoggerPluginRegistry
 from snakemake_logger_plugin_deforum import LogHandler, format_seconds
 
 PROFILE_QUIET = {Quietness.RULES, Quietness.HOST}
+STATS = "Job stats:\njob      count\n-----  -------\nframe        9\ntotal       13"
 
 
 def handler(quiet=PROFILE_QUIET, dryrun=False) -> LogHandler:
@@ -62,17 +63,23 @@ def test_one_line_per_finished_job_and_no_scheduler_chatter(capsys):
     feed(h, record("Building DAG of jobs..."), record("Select jobs to execute..."),
          record("Execute 1 jobs...", event=LogEvent.JOB_STARTED, jobs=[3]),
          record("Provided cores: 1", event=LogEvent.RESOURCES_INFO),
-         job_info(3, "first_frame", 100.0), finished(3, 102.5), progress(1, 12, 102.5),
-         job_info(4, "frame", 102.5, i="00001"), finished(4, 103.0), progress(2, 12, 103.0),
-         job_info(5, "frame", 103.0, i="00002"), finished(5, 103.04), progress(3, 12, 103.04),
-         job_info(0, "all", 110.0), finished(0, 110.0), progress(12, 12, 110.0),
+         record(STATS, event=LogEvent.RUN_INFO, stats={"schedules": 1, "first_frame": 1, "frame": 9, "video": 1,
+                                                        "all": 1, "total": 13}),
+         job_info(2, "schedules", 99.0), finished(2, 100.0), progress(1, 13, 100.0),
+         job_info(3, "first_frame", 100.0), finished(3, 102.5), progress(2, 13, 102.5),
+         job_info(4, "frame", 102.5, i="00001"), finished(4, 103.0), progress(3, 13, 103.0),
+         job_info(5, "frame", 103.0, i="00002"), finished(5, 103.04), progress(4, 13, 103.04),
+         job_info(0, "all", 110.0), finished(0, 110.0), progress(13, 13, 110.0),
          record("Complete log(s): /x/.snakemake/log/a.log"))
     assert capsys.readouterr().err.splitlines() == [
         "Building DAG of jobs...",
-        "[ 1/12] first_frame done (2.5 s)",  # it loads the model: the time left is estimated from the next ones
-        "[ 2/12] frame 00001 done (500 ms, about 5.0 s left)",
-        "[ 3/12] frame 00002 done (40 ms, about 2.4 s left)",
-        "[12/12] all jobs done",
+        *STATS.splitlines(),
+        "[ 1/13] schedules done (1.0 s) · frames 0/10",
+        # the first job that diffuses loads the model: the time left is estimated from the jobs after it
+        "[ 2/13] first_frame done (2.5 s) · frames 1/10",
+        "[ 3/13] frame 00001 done (500 ms) · frames 2/10 · about 5.0 s left",
+        "[ 4/13] frame 00002 done (40 ms) · frames 3/10 · about 2.4 s left",
+        "[13/13] all jobs done",
         "Complete log(s): /x/.snakemake/log/a.log",
     ]
 

@@ -119,9 +119,11 @@ def test_notebook_v06_gradient_and_hybrid_video(tmp_path):
     assert imp.config["sampler"] == "dpmpp_2m"
     assert set(imp.unsupported["hybrid video"]) == {"hybrid_video_motion", "hybrid_video_composite",
                                                     "hybrid_video_flow_method"}
-    assert {"mean_scale", "clip_scale", "gradient_wrt"} <= set(imp.unsupported["gradient conditioning"])
+    # gradient conditioning is rendered here: its keys import as they are
+    assert "gradient conditioning" not in imp.unsupported
+    assert (imp.config["mean_scale"], imp.config["clip_scale"], imp.config["gradient_wrt"]) == (0, 2, "x0_pred")
     differs = "\n".join(imp.differs)
-    assert "sampler: 'dpm_fast'" in differs and "clip_scale: 2" in differs and "bit_depth_output: 16" in differs
+    assert "sampler: 'dpm_fast'" in differs and "clip_scale" not in differs and "bit_depth_output: 16" in differs
     assert "hybrid_video_motion: 'Optical Flow'" in differs and "mean_scale" not in differs
     assert "hybrid_video_composite" not in differs
     assert_every_key_once(imp, doc)
@@ -183,7 +185,7 @@ def test_webui_2022_integer_sampler(tmp_path):
     assert cfg["animation_prompts"] == {"0": "a castle", "max_f/2": "a ruin --neg fog"}
     assert cfg["flip_2d_perspective"] is True and cfg["skip_video"] is False
     assert cfg["batch_name"] == "Deforum" and cfg["init_image"] == "" and cfg["prompt_weighting"] is False
-    assert "use_zoe_depth" in mapped(imp) and cfg["depth_algorithm"] == "midas-3-hybrid"
+    assert "use_zoe_depth" in mapped(imp) and cfg["depth_algorithm"] == "zoedepth-nyu-kitti"
     assert cfg["midas_weight"] == 0.3  # 'Zoe+AdaBins (old)' blends by midas_weight
     assert any(line.startswith("hybrid_composite: True") for line in imp.differs)
     assert imp.unsupported["mask options"] == ["fill"]
@@ -195,7 +197,7 @@ def test_webui_2022_integer_sampler(tmp_path):
 def test_webui_2022_3d_depth_differs(tmp_path):
     imp = imported(tmp_path, {**WEBUI_2022, "animation_mode": "3D", "use_depth_warping": True})
     differs = "\n".join(imp.differs)
-    assert "depth_algorithm: 'Zoe+AdaBins (old)': ZoeDepth" in differs and "midas_weight: 0.3: AdaBins" in differs
+    assert "depth_algorithm" not in differs and "midas_weight: 0.3: AdaBins" in differs  # ZoeDepth is served
 
 
 WEBUI_2025 = {
@@ -220,7 +222,7 @@ def test_webui_2025_scheduler_suffixes_and_more(tmp_path):
     assert cfg["sampler"] == "dpmpp_2m" and cfg["use_karras_sigmas"] is True
     assert cfg["animation_prompts"] == {"0": "masterpiece, a forest (glowing:1.2) --neg blurry",
                                         "max_f/2": "masterpiece, a lake --neg people  blurry"}
-    assert cfg["color_coherence"] == "Match Frame 0 LAB" and cfg["depth_algorithm"] == "depth-anything"
+    assert cfg["color_coherence"] == "Match Frame 0 LAB" and cfg["depth_algorithm"] == "depth-anything-v2-small"
     assert cfg["midas_weight"] == 1.0 and "only for the '(old)'" in mapped(imp)["midas_weight"]
     assert cfg["seed_schedule"] == WEBUI_2025["seed_schedule"] and cfg["transform_center_y"] == "0: (0.4)"
     assert (cfg["noise_type"], cfg["perlin_octaves"]) == ("perlin", 4) and cfg["flip_2d_perspective"] is False
@@ -266,17 +268,21 @@ def test_comfyui_sampler_name(tmp_path):
     assert imp.config["sampler"] == "euler_ancestral" and imp.config["use_karras_sigmas"] is False
 
 
-@pytest.mark.parametrize(("algorithm", "ours", "differs"), [
-    ("Midas-3-Hybrid", "midas-3-hybrid", False), ("Midas-3.1-BeitLarge", "midas-3-large", True),
-    ("Zoe", "midas-3-hybrid", True), ("Leres", "midas-3-hybrid", True), ("AdaBins", "midas-3-hybrid", True),
-    ("Depth-Anything-V2-Small", "depth-anything", False), ("Midas+AdaBins (old)", "midas-3-large", False),
-    ("Something 3000", "midas-3-hybrid", True),
+@pytest.mark.parametrize(("algorithm", "ours"), [
+    ("Midas-3-Hybrid", "midas-3-hybrid"), ("Midas-3.1-BeitLarge", "midas-3.1-beit-large"),
+    ("Zoe", "zoedepth-nyu-kitti"), ("Depth-Anything-V2-Small", "depth-anything-v2-small"),
+    ("Midas+AdaBins (old)", "midas-3-large"), ("Leres", None), ("AdaBins", None), ("Something 3000", None),
 ])
-def test_webui_depth_algorithms(tmp_path, algorithm, ours, differs):
-    imp = imported(tmp_path, {"W": 512, "H": 512, "animation_mode": "3D", "depth_algorithm": algorithm,
-                              "prompts": {"0": "x"}})
+def test_webui_depth_algorithms(tmp_path, algorithm, ours):
+    """Mapped to the model it names, or refused in 3D with one line (tests/test_depth_models.py: the wording)."""
+    settings = {"W": 512, "H": 512, "animation_mode": "3D", "depth_algorithm": algorithm, "prompts": {"0": "x"}}
+    if ours is None:
+        with pytest.raises(ConfigError, match=f"^depth_algorithm: .*'{algorithm}'"):
+            imported(tmp_path, settings)
+        return
+    imp = imported(tmp_path, settings)
     assert imp.config["depth_algorithm"] == ours
-    assert any(line.startswith("depth_algorithm:") for line in imp.differs) is differs
+    assert not any(line.startswith("depth_algorithm:") for line in imp.differs)
     loads(imp)
 
 

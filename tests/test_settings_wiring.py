@@ -248,8 +248,9 @@ def test_render_notebook_port_animation(tmp_path):
     assert settings["animation_mode"] == "3D" and settings["diffusion_cadence"] == int(doc["diffusion_cadence"])
     assert len(table) == 3 and sorted(p.name for p in (out / "frames").glob("*.png")) == [
         "00000.png", "00001.png", "00002.png"]
-    for key in ("zoom", "translation_y", "translation_z", "noise_schedule", "strength_schedule"):
+    for key in ("translation_y", "translation_z", "noise_schedule", "strength_schedule"):
         assert list(table[key]) == pytest.approx([value_at(doc[key], t) for t in range(3)]), key
+    assert "zoom" not in table  # a 2D key, at its default: the CSV has the columns of the mode
     assert list(table["fov_schedule"]) == pytest.approx([doc["fov"]] * 3)
     assert list(table["cfg_scale_schedule"]) == pytest.approx([doc["scale"]] * 3)
     assert list(table["seed_schedule"]) == [doc["seed"]] * 3  # cadence 3: one diffusion for frames 0-2

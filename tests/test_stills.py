@@ -156,7 +156,7 @@ def render(tmp_path, params, *, name="image", init=(), mask=(), n_steps=0):
     image = tmp_path / f"{name}.png"
     steps = [tmp_path / "steps" / f"{name}_{s:03d}.png" for s in range(n_steps)]
     stills.render_image(init=[str(p) for p in init], mask=[str(p) for p in mask], image=str(image),
-                        steps=[str(p) for p in steps], **params)
+                        steps=[str(p) for p in steps], **params, threads=1)
     return io.read_image(image), [io.read_image(p) for p in steps]
 
 

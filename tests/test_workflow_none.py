@@ -34,7 +34,7 @@ def read(workdir, name):
 def render_alone(folder, image, cfg):
     """`image` (an entry of stills.plan) rendered by the job function alone, outside the workflow."""
     path = folder / "alone.png"
-    stills.render_image(init=[], mask=[], image=str(path), steps=[], **stills.job_params(image, cfg))
+    stills.render_image(init=[], mask=[], image=str(path), steps=[], **stills.job_params(image, cfg), threads=1)
     return io.read_image(path)
 
 

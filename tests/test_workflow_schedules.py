@@ -15,7 +15,7 @@ from helpers import (
     write_config,
 )
 
-from deforum_steps import schedules
+from deforum_steps import interpolation, schedules
 from deforum_steps.config import load_config
 from deforum_steps.schedules import build_table
 
@@ -50,11 +50,48 @@ def test_write_records_writes_csv_plot_and_settings(tmp_path, small_cfg):
     schedules.write_records(small_cfg, csv=tmp_path / "s.csv", png=tmp_path / "s.png",
                             settings=tmp_path / "settings.yaml")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv", index_col="frame", keep_default_na=False),
-                                  build_table(small_cfg), check_dtype=False)
+                                  schedules.record_table(small_cfg, build_table(small_cfg)), check_dtype=False)
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert load_config(yaml.safe_load((tmp_path / "settings.yaml").read_text()), SCHEMA) == small_cfg
     schedules.write_records(small_cfg, csv=tmp_path / "t.csv", png=tmp_path / "t.png")  # save_settings: false
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.png", "settings.yaml", "t.csv", "t.png"]
+
+
+def test_the_csv_has_the_columns_of_the_mode_and_those_the_config_sets(small_cfg):
+    columns = list(schedules.record_table(small_cfg, build_table(small_cfg)))
+    assert columns == ["angle", "zoom", "translation_x", "translation_y", "transform_center_x", "transform_center_y",
+                       "noise_schedule", "strength_schedule", "contrast_schedule", "cfg_scale_schedule",
+                       "steps_schedule", "amount_schedule", "sampler_schedule", "prompt", "negative_prompt",
+                       "seed_schedule", "denoise_steps"]  # 2D: no 3D keys, no perspective flip, no anti-blur
+    cfg = load_config({**SMALL_CONFIG, "fov_schedule": "0:(50)", "flip_2d_perspective": True,
+                       "amount_schedule": "0:(0.2)"}, SCHEMA)
+    columns = set(schedules.record_table(cfg, build_table(cfg)))
+    assert {"fov_schedule", "perspective_flip_theta", "kernel_schedule", "sigma_schedule"} <= columns
+    assert "translation_z" not in columns
+    cfg = load_config({**SMALL_CONFIG, "animation_mode": "3D"}, SCHEMA)
+    columns = set(schedules.record_table(cfg, build_table(cfg)))
+    assert {"translation_z", "rotation_3d_y", "fov_schedule", "near_schedule", "far_schedule"} <= columns
+    assert not {"angle", "zoom", "transform_center_x"} & columns
+
+
+def test_interpolation_csv_shows_the_prompt_pair_and_weight_each_frame_renders():
+    cfg = load_config({**SMALL_CONFIG, "animation_mode": "Interpolation", "interpolate_x_frames": 2, "max_frames": 99,
+                       "animation_prompts": {0: "a red apple", 10: "a yellow banana --neg blurry", 20: "a pear"}},
+                      SCHEMA)
+    cfg["max_frames"] = interpolation.frame_count(cfg)  # as the Snakefile does: 2 tweens x 2 pairs + 3 keys
+    table = schedules.record_table(cfg, build_table(cfg))
+    assert len(table) == 7
+    assert list(table["prompt"]) == ["a red apple"] * 3 + ["a yellow banana"] * 3 + ["a pear"]
+    assert list(table["next_prompt"]) == ["a yellow banana"] * 3 + ["a pear"] * 4
+    assert list(table["tween_weight"]) == pytest.approx([0, 1 / 3, 2 / 3, 0, 1 / 3, 2 / 3, 0])
+    assert list(table["negative_prompt"]) == [""] * 3 + ["blurry"] * 3 + [""]
+    assert not {"strength_schedule", "angle", "zoom"} & set(table)
+
+
+def test_the_plot_writes_each_prompt_where_it_starts(small_cfg):
+    fig = schedules.plot_figure(schedules.record_table(small_cfg, build_table(small_cfg)))
+    assert [t.get_text() for t in fig.axes[0].texts] == [" 0: a red apple", " 3: a yellow banana"]
+    assert [ax.get_title() for ax in fig.axes[1:] if ax.get_title()] == ["zoom", "seed_schedule", "denoise_steps"]
 
 
 def test_settings_snapshot_reads_back_as_the_same_config(tmp_path, small_cfg):

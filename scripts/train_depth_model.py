@@ -1,0 +1,131 @@
+"""Train the embedded depth model (`depth_algorithm: embedded`, deforum_steps.depth_net.DepthUNet) on the
+generated scenes of deforum_steps.depth_world, and save it to models/depth/ (fp16 safetensors, config.json,
+SHA256SUMS, training.json with the settings, the time taken and the held-out rank correlation).
+
+Loss: L1 on log depth, L1 on it less its per-image median (the scene's layout, whatever its scale) and L1 on
+its gradients at four scales (edges and slopes where they belong). Inputs are
+flipped and their colour channels shuffled at random: depth does not depend on hue. The same --seed, --steps
+and --threads give the same weights on one machine; with --minutes the learning-rate schedule follows the time
+too and training stops when it is up, so the weights depend on CPU speed. One thread: OpenMP barriers crawl
+on busy shared cores. The committed weights took 27 minutes on a shared 2-core machine; it prints the time.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/train_depth_model.py --seed 0 --minutes 27 --out models/depth
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch.nn import functional as F
+
+from deforum_steps import depth_world
+from deforum_steps.depth_net import DepthUNet
+
+SIDE = 64  # the network's input side (the embedded model resizes every image to it, as MiDaS to 384)
+HELD_OUT_SEED_OFFSET = 1_000_003  # held-out scenes: another seed than any training scene's
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, S, S, 3) -> (N, 3, S, S) in -1..1, as deforum_steps.depth feeds the network."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def gradient_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    loss = pred.new_zeros(())
+    for _ in range(4):
+        diff = pred - true
+        loss = loss + (diff[:, :, 1:] - diff[:, :, :-1]).abs().mean() + (diff[:, 1:] - diff[:, :-1]).abs().mean()
+        pred, true = F.avg_pool2d(pred[:, None], 2)[:, 0], F.avg_pool2d(true[:, None], 2)[:, 0]
+    return loss
+
+
+def held_out_scores(net: DepthUNet, seed: int, n: int = 200) -> dict[str, float]:
+    scenes = depth_world.scenes(seed + HELD_OUT_SEED_OFFSET, n, SIDE)
+    with torch.inference_mode():
+        log_z = net.log_depth(to_input(np.stack([s.image for s in scenes]))).numpy()
+    rooms = [depth_world.rank_correlation(p, s.depth) for p, s in zip(log_z, scenes) if s.kind == "room"]
+    toys = [depth_world.pairs_ordered(p, s.depth) for p, s in zip(log_z, scenes) if s.kind == "toy"]
+    return {"rooms, rank correlation": round(float(np.mean(rooms)), 3),
+            "toy frames, pairs ordered": round(float(np.mean(toys)), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("models/depth"))
+    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--minutes", type=float, default=None, help="stop after this long (weights then vary)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--scenes", type=int, default=8000)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    scenes = depth_world.scenes(args.seed, args.scenes, SIDE)
+    images = np.stack([s.image for s in scenes])
+    log_depths = torch.from_numpy(np.log(np.stack([s.depth for s in scenes])))
+    print(f"{args.scenes} scenes generated in {time.perf_counter() - start:.0f}s", flush=True)
+
+    net = DepthUNet()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    deadline = start + args.minutes * 60 if args.minutes else math.inf
+    running, step = [], 0
+    for step in range(1, args.steps + 1):
+        # With --minutes, the schedule follows the time used too, so it ends cooled down whatever the CPU speed.
+        progress = max(step / args.steps, (time.perf_counter() - start) / (deadline - start))
+        for group in optimizer.param_groups:  # warm-up, then cosine down to 5%
+            group["lr"] = args.lr * min(1.0, step / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        pick = rng.integers(len(scenes), size=args.batch)
+        x, target = to_input(images[pick][..., rng.permutation(3)]), log_depths[pick]
+        if rng.random() < 0.5:
+            x, target = x.flip(-1), target.flip(-1)
+        pred = net.log_depth(x)
+        error = pred - target
+        shape_error = error - error.flatten(1).median(1).values[:, None, None]  # what scaling cannot fix
+        loss = 0.5 * error.abs().mean() + shape_error.abs().mean() + 0.5 * gradient_loss(pred, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running.append(loss.item())
+        if step % 100 == 0:
+            print(f"step {step} loss {np.mean(running):.4f} {time.perf_counter() - start:.0f}s", flush=True)
+            running.clear()
+        if step % 500 == 0:
+            print(f"step {step} held-out {held_out_scores(net, args.seed, 60)}", flush=True)
+        if progress >= 1:
+            print(f"stopped at step {step}", flush=True)
+            break
+    net.eval()
+    scores = held_out_scores(net, args.seed)
+    seconds = time.perf_counter() - start
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    weights = args.out / "model.safetensors"
+    save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, weights)
+    weights.chmod(0o644)
+    (args.out / "config.json").write_text(json.dumps(
+        {"architecture": "DepthUNet", "channels": list(net.channels), "input_side": SIDE,
+         "output": "MiDaS v3 raw depth, 50 - 19 z"}, indent=2) + "\n")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (args.out / "SHA256SUMS").write_text(f"{digest}  {weights.name}\n")
+    (args.out / "training.json").write_text(json.dumps(
+        {"seed": args.seed, "steps": step, "batch": args.batch, "lr": args.lr, "scenes": args.scenes,
+         "threads": args.threads, "seconds": round(seconds), "held_out": scores,
+         "torch": torch.__version__}, indent=2) + "\n")
+    print(f"held-out scenes (mean over scenes): {scores}")
+    print(f"trained in {seconds / 60:.1f} min; weights {weights} ({weights.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
