@@ -19,16 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deforum_steps import diffusion, io, toy_world  # noqa: E402
 from deforum_steps import gradient_conditioning as gc  # noqa: E402
-from deforum_steps import gradient_settings as gs  # noqa: E402
 from deforum_steps.config import load_config  # noqa: E402
-from deforum_steps.dependencies import DIFFUSION_SETTINGS, pick  # noqa: E402
+from deforum_steps.dependencies import DIFFUSION_SETTINGS, diffusion_settings  # noqa: E402
 
 PROMPT = "a red circle on a blue background"
 
@@ -37,8 +35,8 @@ def render(side: int, steps: int, **keys) -> tuple[np.ndarray, float]:
     cfg = load_config({"model": "builtin:toy", "W": side, "H": side, "grad_inject_timing": None, "clip_name": "builtin",
                        **keys}, ROOT / "config" / "schema.yaml")
     start = time.process_time()  # CPU seconds of this process: steady while other work shares the machine
-    _, image = diffusion.generate(None, pick(cfg, DIFFUSION_SETTINGS), prompt=PROMPT, negative_prompt="", seed=1,
-                                  steps=steps, cfg_scale=7, sampler="euler")
+    _, image = diffusion.generate(None, diffusion_settings(cfg, DIFFUSION_SETTINGS), prompt=PROMPT,
+                                  negative_prompt="", seed=1, steps=steps, cfg_scale=7, sampler="euler")
     return image.astype(np.float64) / 127.5 - 1, time.process_time() - start
 
 
@@ -56,19 +54,7 @@ def main() -> None:
         io.write_image(folder / f"{name}.png", toy_world.draw(scene, args.side))
     target = io.read_image(folder / "target.png").astype(np.float64) / 127.5 - 1
     centres, _ = gc.kmeans_palette((io.read_image(folder / "palette.png") / 127.5 - 1).reshape(-1, 3), 2)
-    clip = gc.load_clip(str(gs.BUILTIN_CLIP), "cpu")
-    weight, bias = gc.load_aesthetic_head(gs.BUILTIN_CLIP / gs.AESTHETIC_HEAD, "cpu")
-
-    @torch.no_grad()
-    def similarity(x):
-        pixels = torch.tensor(x).permute(2, 0, 1)[None].float()
-        return float(F.cosine_similarity(clip.image((pixels + 1) / 2), clip.text([PROMPT])))
-
-    @torch.no_grad()
-    def aesthetic(x):
-        e = gc._features(clip.model.get_image_features(
-            pixel_values=F.interpolate(torch.tensor(x).permute(2, 0, 1)[None].float(), size=clip.size)))
-        return float(F.normalize(e, dim=-1) * e.shape[-1] ** 0.5 @ weight.T + bias)
+    similarity, aesthetic = gc.builtin_measures(PROMPT)
 
     effects = [
         ("mean", {"mean_scale": 5}, "mean |x| (down)", lambda x: np.abs(x).mean()),

@@ -175,6 +175,26 @@ def load_aesthetic_head(path: Path, device) -> tuple[torch.Tensor, torch.Tensor]
     return state["linear.weight"].float().to(device), state["linear.bias"].float().to(device)
 
 
+def builtin_measures(prompt: str) -> tuple[Callable[[np.ndarray], float], Callable[[np.ndarray], float]]:
+    """(similarity, aesthetic) of an RGB image in [-1, 1] (H, W, 3) under the builtin tiny CLIP and its aesthetic head:
+    the cosine similarity to `prompt` and the rating; what the tests and bench/bench_gradient.py measure guidance by."""
+    clip = load_clip(str(gs.BUILTIN_CLIP), "cpu")
+    weight, bias = load_aesthetic_head(gs.BUILTIN_CLIP / gs.AESTHETIC_HEAD, "cpu")
+
+    @torch.no_grad()
+    def similarity(x: np.ndarray) -> float:
+        pixels = torch.tensor(x).permute(2, 0, 1)[None].float()
+        return float(F.cosine_similarity(clip.image((pixels + 1) / 2), clip.text([prompt])))
+
+    @torch.no_grad()
+    def aesthetic(x: np.ndarray) -> float:
+        pixels = F.interpolate(torch.tensor(x).permute(2, 0, 1)[None].float(), size=clip.size)
+        e = _features(clip.model.get_image_features(pixel_values=pixels))
+        return float(F.normalize(e, dim=-1) * e.shape[-1] ** 0.5 @ weight.T + bias)
+
+    return similarity, aesthetic
+
+
 def clip_targets(prompt: str) -> list[tuple[str, float]]:
     """The whole prompt's "text:weight" sub-prompts (positive ones), weights normalised by |sum| as the reference."""
     parts = split_weighted_subprompts(prompt, normalize=False).positive or [(prompt, 1.0)]

@@ -40,8 +40,9 @@ TARGETS = []
 # In a batch, the renders running side by side share the cores (batch.cores_per_render).
 RENDER_CORES = batch.cores_per_render(workflow.cores)
 MODEL_THREADS = RENDER_CORES if CADENCE == 1 else max(1, RENDER_CORES // 2)
-# Resources of per-frame jobs. Snakemake's default tmpdir is an expression evaluated for every job (15 % of the
-# time to plan a long render); our jobs run in this process and read no $TMPDIR: the same value, computed once.
+# Resources of per-frame jobs. Snakemake's default tmpdir is an expression evaluated for every job (a sixth of the
+# time a bare chain of jobs takes to plan, measured); our jobs run in this process and read no $TMPDIR: the same
+# value, computed once.
 FRAME_RESOURCES = {"tmpdir": tempfile.gettempdir()}
 # (where, prompt, negative prompt) of everything diffused, for log_weighted_subprompts; None and Interpolation
 # mode replace it with their images' and key prompts'.

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from deforum_steps import diffusion, io, toy_world
 from deforum_steps import gradient_conditioning as gc
@@ -63,21 +62,7 @@ def test_all_scales_zero_is_bit_identical():
 
 
 def clip_measures():
-    clip = gc.load_clip(str(gs.BUILTIN_CLIP), "cpu")
-    weight, bias = gc.load_aesthetic_head(gs.BUILTIN_CLIP / gs.AESTHETIC_HEAD, "cpu")
-
-    @torch.no_grad()
-    def similarity(x):
-        pixels = torch.tensor(x).permute(2, 0, 1)[None].float()
-        return float(F.cosine_similarity(clip.image((pixels + 1) / 2), clip.text([PROMPT])))
-
-    @torch.no_grad()
-    def aesthetic(x):
-        pixels = F.interpolate(torch.tensor(x).permute(2, 0, 1)[None].float(), size=clip.size)
-        e = gc._features(clip.model.get_image_features(pixel_values=pixels))
-        return float(F.normalize(e, dim=-1) * e.shape[-1] ** 0.5 @ weight.T + bias)
-
-    return similarity, aesthetic
+    return gc.builtin_measures(PROMPT)
 
 
 # (keys, measure of the image, +1 = must rise / -1 = must fall)
