@@ -2,7 +2,6 @@
 docs/config-keys.md) -> the output folder output_path/batch_name. Stages live in rules/*.smk, their job
 functions in deforum_steps/ (one module per stage, same name)."""
 
-import gc
 import sys
 from pathlib import Path
 
@@ -101,18 +100,18 @@ else:
         include: "rules/preview.smk"
 
     onstart:
+        cpu_threads.unthrottle_local_jobs(workflow)
         start_run()
         preview.start_live(OUT, config)
 
 
-# At exit Python's last garbage collection walks every object still alive (torch, diffusers, the DAG): seconds for
-# nothing, as the process ends. Frozen objects are left out of it.
+# The run is over: exit without Python's last garbage collection (cpu_threads.finish_process).
 onsuccess:
-    gc.freeze()
+    cpu_threads.finish_process()
 
 
 onerror:
-    gc.freeze()
+    cpu_threads.finish_process()
 
 
 # One render's targets, or every render's in a batch.

@@ -4,10 +4,11 @@ tests and its bench. Pure and seeded, like toy_world, whose shapes it places in 
 A pinhole camera at the origin looks along +z (x right, y down). Every pixel's depth is its z, in the units the
 3D warp reads (`motion3d.warp_3d`, the notebook's raw MiDaS depth `(50 - d) / 19`): the scenes span about
 0.45..3, the range that conversion gives for MiDaS' outputs. Two kinds of scene:
-- room: a back wall (tilted up to ~20 degrees either way when stripes or checks show it) and, nine times in
-  ten, a ground plane (the camera pitched a little up or down), their textures plain, graded, striped or
-  checked in world coordinates and sometimes fading into haze with distance; up to four toy_world shapes, flat, facing
-  the camera, standing on the ground (or floating without one), their size on screen shrinking with depth;
+- room: a back wall (tilted up to ~20 degrees either way when stripes or checks show it) and a ground plane (the
+  camera pitched a little up or down, the ground always in view below the wall), their textures plain, graded,
+  striped or checked in world coordinates and sometimes fading into haze with distance; up to four toy_world
+  shapes, flat, facing the camera, standing on the ground, their size on screen shrinking with depth (a room
+  without ground, its wall facing us, would be one depth: nothing to learn or to rank);
 - toy: the toy model's own frames, one shape over a plain or top-to-black gradient background, the background
   a wall facing the camera, the shape somewhere in front of it.
 Images get a little blur and grain now and then, as diffusion output has.
@@ -62,8 +63,8 @@ def _style(rng: np.random.Generator) -> str:
     return str(rng.choice(["plain", "grade", "stripes", "checks"], p=[0.35, 0.2, 0.15, 0.3]))
 
 
-def _room(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None, float]:
-    """Background image and depth of a room, (height, slope) of the ground when there is one, tan(fov / 2)."""
+def _room(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
+    """Background image and depth of a room, (height, slope) of its ground, tan(fov / 2)."""
     tan_half = float(np.tan(np.radians(rng.uniform(30, 65)) / 2))
     rx, ry = _pixel_rays(side, tan_half)
     wall_z = float(rng.uniform(1.4, 2.9))
@@ -73,22 +74,21 @@ def _room(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray, 
     wall = wall_z / np.maximum(1 - tilt_x * rx - tilt_y * ry, 0.3)
     depth = np.clip(wall, NEAR, FAR)
     image = _texture(style, rng, rx * depth, ry * depth, np.asarray(_WALL_COLORS[rng.integers(len(_WALL_COLORS))]))
-    ground = None
-    if rng.random() < 0.9:
-        height, slope = float(rng.uniform(0.2, 0.7)), float(rng.uniform(-0.15, 0.35))  # y = height - slope * z
-        with np.errstate(divide="ignore"):
-            floor = np.where(ry + slope > 1e-3, height / (ry + slope), np.inf)
-        on_floor = floor < depth
-        depth = np.where(on_floor, np.clip(floor, NEAR, FAR), depth)
-        floor_image = _texture(_style(rng), rng, rx * depth, depth,
-                               np.asarray(_WALL_COLORS[rng.integers(len(_WALL_COLORS))]))
-        image = np.where(on_floor[..., None], floor_image, image)
-        ground = (height, slope)
+    # ground: y = height - slope * z, low enough that the bottom row sees it at most 0.6 of the wall's depth
+    slope = float(rng.uniform(-0.15, 0.35))
+    height = min(float(rng.uniform(0.2, 0.7)), 0.6 * wall_z * (tan_half + slope))
+    with np.errstate(divide="ignore"):
+        floor = np.where(ry + slope > 1e-3, height / (ry + slope), np.inf)
+    on_floor = floor < depth
+    depth = np.where(on_floor, np.clip(floor, NEAR, FAR), depth)
+    floor_image = _texture(_style(rng), rng, rx * depth, depth,
+                           np.asarray(_WALL_COLORS[rng.integers(len(_WALL_COLORS))]))
+    image = np.where(on_floor[..., None], floor_image, image)
     if rng.random() < 0.3:  # haze: colours fade towards one colour with distance
         haze = np.asarray(_WALL_COLORS[rng.integers(len(_WALL_COLORS))], np.float32)
         fade = (1 - np.exp(-(depth - NEAR) * rng.uniform(0.1, 0.5)))[..., None]
         image = image * (1 - fade) + haze * fade
-    return image, depth.astype(np.float32), ground, tan_half
+    return image, depth.astype(np.float32), (height, slope), tan_half
 
 
 def _coverage(scene: toy_world.Scene, side: int) -> np.ndarray:
@@ -117,11 +117,8 @@ def room_scene(rng: np.random.Generator, side: int) -> DepthScene:
     for z in zs:  # far to near: nearer shapes cover farther ones
         half = float(rng.uniform(0.04, 0.16))  # world half-extent
         x = float(rng.uniform(-0.9, 0.9)) * z * tan_half
-        if ground is not None:
-            height, slope = ground
-            y = height - slope * z - half  # standing on the ground
-        else:
-            y = float(rng.uniform(-0.8, 0.8)) * z * tan_half
+        height, slope = ground
+        y = height - slope * z - half  # standing on the ground
         to_frac = 1 / (2 * z * tan_half)
         _paste_shape(rng, image, depth, float(z), 0.5 + x * to_frac, 0.5 + y * to_frac, half * to_frac)
     return DepthScene(_finish(rng, image), depth, "room")

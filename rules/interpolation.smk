@@ -18,8 +18,8 @@ rule interpolation_frame:
     resources:
         **FRAME_RESOURCES,
     params:
-        frame=lambda wc: interpolation.job_params(
-            INTERPOLATION_PLAN[int(wc.i)], KEY_PROMPTS, frame_params(wc.i), config
+        frame=known_signature(
+            lambda wc: interpolation.job_params(INTERPOLATION_PLAN[int(wc.i)], KEY_PROMPTS, frame_params(wc.i), config)
         ),
     run:
         interpolation.render_frame(**output, **params.frame, threads=threads)

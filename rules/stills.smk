@@ -14,8 +14,8 @@ RENDERED_PROMPTS = [(f"image {k}", s["prompt"], s["negative_prompt"]) for k, s i
 
 rule still:
     input:
-        init=lambda wc: [STILLS[int(wc.k)]["init_image"]] if STILLS[int(wc.k)]["init_image"] else [],
-        mask=lambda wc: mask_input() if STILLS[int(wc.k)]["init_image"] else [],
+        init=known_signature(lambda wc: [STILLS[int(wc.k)]["init_image"]] if STILLS[int(wc.k)]["init_image"] else []),
+        mask=known_signature(lambda wc: mask_input() if STILLS[int(wc.k)]["init_image"] else []),
     output:
         image=f"{IMAGES}/{{k}}.png",
         steps=[f"{IMAGES}/steps/{{k}}_{s:03d}.png" for s in range(STEP_FILES)],
@@ -25,7 +25,7 @@ rule still:
     resources:
         **FRAME_RESOURCES,
     params:
-        still=lambda wc: stills.job_params(STILLS[int(wc.k)], config),
+        still=known_signature(lambda wc: stills.job_params(STILLS[int(wc.k)], config)),
     run:
         stills.render_image(**input, **output, **params.still, threads=threads)
 

@@ -64,10 +64,9 @@ rule video_input_frame:
     resources:
         **FRAME_RESOURCES,
     params:
-        frame=lambda wc: {
-            "row": pick(frame_params(wc.i), DIFFUSION_COLUMNS),
-            "settings": VIDEO_FRAME_SETTINGS,
-        },
+        frame=known_signature(
+            lambda wc: {"row": pick(frame_params(wc.i), DIFFUSION_COLUMNS), "settings": VIDEO_FRAME_SETTINGS}
+        ),
     run:
         video_input.render_frame(**input, **output, **params.frame, threads=threads)
 

@@ -204,3 +204,41 @@ def test_embedded_model_puts_near_things_near():
     d = load_depth_model("embedded", "", "cpu", midas_weight=0.3).predict(toy_world.draw(square, 128))
     mask = toy_world.color_mask(toy_world.draw(square, 128), "red")
     assert np.median(d[mask]) + 0.05 < np.median(d[~mask]) and np.all((d > 0.3) & (d < 3))
+
+
+def test_the_training_script_writes_a_model_the_embedded_loader_reads(tmp_path):
+    """scripts/train_depth_model.py, a few steps: fp16 weights with their checksum, the settings and held-out scores
+    recorded, and the folder loads as the embedded model (the committed one was made the same way, for 32 minutes)."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "depth"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_depth_model.py"
+    proc = subprocess.run([sys.executable, str(script), "--steps", "3", "--scenes", "40", "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    assert "trained in" in proc.stdout and "held-out scenes" in proc.stdout
+    weights = (out / "model.safetensors").read_bytes()
+    assert (out / "SHA256SUMS").read_text() == f"{hashlib.sha256(weights).hexdigest()}  model.safetensors\n"
+    record = json.loads((out / "training.json").read_text())
+    assert record["steps"] == 3 and record["scenes"] == 40 and record["seed"] == 0
+    assert set(record["held_out"]) == {"rooms, rank correlation", "toy frames, pairs ordered"}
+    net, preprocess = depth_mod.embedded_network(out)
+    with torch.inference_mode():
+        assert net(torch.zeros(1, 3, 64, 64)).predicted_depth.shape == (1, 64, 64)
+    assert preprocess.size == 64
+
+
+def test_every_generated_room_has_depth_to_rank():
+    """depth_world's rooms stand on a ground plane in view (its bottom rows nearer than the wall), so none is one
+    depth all over, which no model could rank (Spearman is 0 on a constant truth)."""
+    from deforum_steps import depth_world
+
+    rooms = [s for s in depth_world.scenes(seed=5, n=80, side=64) if s.kind == "room"]
+    assert len(rooms) >= 40
+    for scene in rooms:
+        bottom, top = np.median(scene.depth[-4:]), np.median(scene.depth[:4])
+        assert bottom < 0.95 * top
+        assert np.unique(scene.depth, return_counts=True)[1].max() < 0.9 * scene.depth.size
