@@ -7,12 +7,13 @@ architecture with random weights. Both produce the same image; the ratio is our 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+from side_by_side import alternating_times, print_times
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from deforum_steps.diffusion import decode_latent, denoise
@@ -96,20 +97,9 @@ def main() -> None:
     images = {name: run(pipe, args.size, args.steps, args.cfg_scale, 0) for name, run in runners.items()}  # warm-up
     same = np.array_equal(*images.values())
     # wall and process CPU time: on shared cores CPU time is the steadier measure of the work done
-    times = {(name, clock): [] for name in runners for clock in ("wall", "cpu")}
-    for r in range(args.repeats):
-        for name in (list(runners) if r % 2 == 0 else list(reversed(runners))):  # alternate to spread drift
-            wall, cpu = time.perf_counter(), time.process_time()
-            runners[name](pipe, args.size, args.steps, args.cfg_scale, 0)
-            times[name, "wall"].append(time.perf_counter() - wall)
-            times[name, "cpu"].append(time.process_time() - cpu)
-    for (name, clock), ts in times.items():
-        listed = ", ".join(f"{t:.2f}" for t in ts)
-        print(f"{name:>15} {clock:>4}: median {statistics.median(ts):.3f} s/image, min {min(ts):.3f}  ({listed})")
-    for clock in ("wall", "cpu"):
-        ours_t, bare_t = times["deforum_steps", clock], times["bare diffusers", clock]
-        print(f"ratio ours/bare ({clock}): median {statistics.median(ours_t) / statistics.median(bare_t):.4f}, "
-              f"min {min(ours_t) / min(bare_t):.4f} (target <= 1.03)")
+    times = alternating_times({name: partial(run, pipe, args.size, args.steps, args.cfg_scale, 0)
+                               for name, run in runners.items()}, args.repeats)
+    print_times(times, "s/image", "deforum_steps", "bare diffusers", "ours/bare")
     print(f"identical images: {same}")
 
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from side_by_side import alternating_times, print_times
 
 from deforum_steps import ldm_checkpoint, models
 from deforum_steps.dependencies import MODEL_SETTINGS
@@ -158,21 +159,9 @@ def main() -> None:
         unet_calls[name] = len(calls)
     print(f"{args.size}x{args.size}, {args.steps} steps at strength {args.strength} (UNet calls per frame, batch of 2 "
           f"for CFG: {unet_calls}), {args.frames} frames per run, {args.repeats} runs each")
-    times = {(name, clock): [] for name in runners for clock in ("wall", "cpu")}
-    for r in range(args.repeats):
-        for name in (list(runners) if r % 2 == 0 else list(reversed(runners))):  # alternate to spread drift
-            run, model = runners[name]
-            wall, cpu = time.perf_counter(), time.process_time()
-            animate(run, model, image, args.frames, args.steps, args.strength)
-            times[name, "wall"].append((time.perf_counter() - wall) / args.frames)
-            times[name, "cpu"].append((time.process_time() - cpu) / args.frames)
-    for (name, clock), ts in times.items():
-        listed = ", ".join(f"{t:.2f}" for t in ts)
-        print(f"{name:>18} {clock:>4}: median {statistics.median(ts):.3f} s/frame, min {min(ts):.3f}  ({listed})")
-    for clock in ("wall", "cpu"):
-        ours_t, bare_t = times["deforum_steps", clock], times["diffusers img2img", clock]
-        print(f"ratio ours/diffusers ({clock}): median {statistics.median(ours_t) / statistics.median(bare_t):.4f}, "
-              f"min {min(ours_t) / min(bare_t):.4f} (target <= 1.03)")
+    times = alternating_times({name: partial(animate, run, model, image, args.frames, args.steps, args.strength)
+                               for name, (run, model) in runners.items()}, args.repeats, per=args.frames)
+    print_times(times, "s/frame", "deforum_steps", "diffusers img2img", "ours/diffusers")
     a, b = (r.astype(int) for r in results.values())
     print(f"first frame, ours vs diffusers: mean |difference| {np.abs(a - b).mean():.2f} of 255 "
           "(the same work; the noise and timestep details differ)")
