@@ -158,9 +158,9 @@ def embedded_network(folder: str | Path = depth_models.EMBEDDED_DIR) -> tuple[to
     from .depth_net import DepthUNet
 
     config = json.loads((Path(folder) / "config.json").read_text())
-    net = DepthUNet(tuple(config["channels"]))
+    net = DepthUNet(tuple(config["channels"]), config["fold"])
     net.load_state_dict({k: v.float() for k, v in load_file(Path(folder) / "model.safetensors").items()})
-    return net.eval(), Preprocess(config["input_side"], 16, False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return net.eval(), Preprocess(config["input_side"], 16 * config["fold"], False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 # ZoeDepth's image processor: the aspect ratio kept, 384 x 512 at most, sides multiples of 32, mean/std 0.5.

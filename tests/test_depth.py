@@ -208,7 +208,7 @@ def test_embedded_model_puts_near_things_near():
 
 def test_the_training_script_writes_a_model_the_embedded_loader_reads(tmp_path):
     """scripts/train_depth_model.py, a few steps: fp16 weights with their checksum, the settings and held-out scores
-    recorded, and the folder loads as the embedded model (the committed one was made the same way, for 32 minutes)."""
+    recorded, and the folder loads as the embedded model (the committed one was made the same way, for 30 minutes)."""
     import hashlib
     import json
     import subprocess
@@ -227,8 +227,29 @@ def test_the_training_script_writes_a_model_the_embedded_loader_reads(tmp_path):
     assert set(record["held_out"]) == {"rooms, rank correlation", "toy frames, pairs ordered"}
     net, preprocess = depth_mod.embedded_network(out)
     with torch.inference_mode():
-        assert net(torch.zeros(1, 3, 64, 64)).predicted_depth.shape == (1, 64, 64)
-    assert preprocess.size == 64
+        assert net(torch.zeros(1, 3, 128, 128)).predicted_depth.shape == (1, 128, 128)
+    assert (preprocess.size, net.fold) == (record["side"], record["fold"]) == (128, 2)
+
+
+def test_the_ranking_loss_asks_for_the_order_of_small_steps():
+    """The training's ranking loss on a wall tilted by 1 % in depth (a step the L1 terms hardly see): a flat
+    answer costs log 2 a pair, the tilt reversed more, the tilt right (at a visible scale) little."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_depth_model.py"
+    spec = importlib.util.spec_from_file_location("train_depth_model", path)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+
+    tilted_wall = torch.linspace(0, 0.01, 64)[None, None].expand(2, 64, 64)  # log depth: a 1% step across
+    flat, right, wrong = torch.zeros_like(tilted_wall), tilted_wall * 30, -tilted_wall * 30
+
+    def loss(pred):
+        return float(train.ranking_loss(pred, tilted_wall, np.random.default_rng(0)))
+
+    assert loss(right) < 0.5 < loss(flat) < loss(wrong)
+    assert abs(loss(flat) - np.log(2)) < 1e-6  # no order given: log 2 per pair
 
 
 def test_every_generated_room_has_depth_to_rank():
