@@ -83,8 +83,7 @@ def augment(x: torch.Tensor, log_depth: torch.Tensor, rng: np.random.Generator) 
     return ((x + 1) * gain - 1).clamp(-1, 1), log_depth
 
 
-def held_out_scores(net: DepthUNet, seed: int, side: int, n: int = 200) -> dict[str, float]:
-    scenes = depth_world.scenes(seed + HELD_OUT_SEED_OFFSET, n, side)
+def held_out_scores(net: DepthUNet, scenes: list[depth_world.DepthScene]) -> dict[str, float]:
     with torch.inference_mode():
         log_z = net.log_depth(to_input(np.stack([s.image for s in scenes]))).numpy()
     rooms = [depth_world.rank_correlation(p, s.depth) for p, s in zip(log_z, scenes) if s.kind == "room"]
@@ -117,6 +116,7 @@ def main() -> None:
     scenes = generate(args.seed, args.scenes, args.side, args.toy_share, args.threads)
     images = np.stack([s.image for s in scenes])
     log_depths = torch.from_numpy(np.log(np.stack([s.depth for s in scenes])))
+    held_out = depth_world.scenes(args.seed + HELD_OUT_SEED_OFFSET, 200, args.side)  # checks use the first 60
     print(f"{args.scenes} scenes generated in {time.perf_counter() - start:.0f}s", flush=True)
 
     net = DepthUNet(tuple(args.channels), args.fold)
@@ -143,12 +143,12 @@ def main() -> None:
             print(f"step {step} loss {np.mean(running):.4f} {time.perf_counter() - start:.0f}s", flush=True)
             running.clear()
         if step % 500 == 0:
-            print(f"step {step} held-out {held_out_scores(net, args.seed, args.side, 60)}", flush=True)
+            print(f"step {step} held-out {held_out_scores(net, held_out[:60])}", flush=True)
         if progress >= 1:
             print(f"stopped at step {step}", flush=True)
             break
     net.eval()
-    scores = held_out_scores(net, args.seed, args.side)
+    scores = held_out_scores(net, held_out)
     seconds = time.perf_counter() - start
 
     args.out.mkdir(parents=True, exist_ok=True)
