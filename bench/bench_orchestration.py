@@ -9,24 +9,29 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     (deforum_steps.diffusion.encode / generate, model loading included). Overhead per frame = (wall time of the whole
     command - time inside model calls) / frames, the target's definition: it counts Snakemake (startup, planning,
     scheduling, its job records) and our own non-model per-frame work (PNG I/O, warp, color match, noise, latent
-    file, video encoding). The split between the two is printed too: the orchestration proper is the wall time
-    outside every job body. On a busy machine wall times count waiting for a core, so the CPU time spent outside
-    job bodies is printed as well (process CPU - the job threads' CPU; torch runs on one thread for that).
-    --profile writes a cProfile of the main thread (Snakefile, DAG, scheduler; its waits include the GIL held by
-    a running job) to see where that time goes. Last, a dry run on the finished render: every job's records are
-    checked and nothing is to be done.
+    file, video encoding). It is then split into what each frame costs and what a render pays once: per frame,
+    Snakemake's steps around the frame's job (the driver times each: job start, its records, output checks, DAG
+    update, job selection, log lines; the rest of the time between jobs is its scheduler loop) and the frame job's
+    own work besides the model; once, the startup (with Snakemake's and torch's imports, measured apart), planning,
+    the one-off jobs (schedules and their plot, the video) and the exit. On a busy machine wall times count waiting
+    for a core, so the CPU time spent outside job bodies is printed as well (process CPU - the job threads' CPU;
+    torch runs on one thread for that). --profile writes a cProfile of the main thread (Snakefile, DAG, scheduler;
+    its waits include the GIL held by a running job) to see where that time goes. Last, a dry run on the finished
+    render: every job's records are checked and nothing is to be done.
 (b) `snakemake -n` from an empty folder, for each of `--plan-frames`: 2D, and 3D with cadence 4 (a diffusion every
     4 frames, a blend and a depth map per frame: 2.25 jobs per frame); wall and CPU time, peak memory (RSS of the
     snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile).
 (c) Snakemake alone, side by side: a Snakefile of the same shape with nothing of ours in it (a chain of as many
     jobs, each with an input function, a params function and a `run:` block that writes 1 KB; the profile's
-    options) is planned and run the same way. What it costs is Snakemake's own floor: the difference is ours.
+    options) is planned and run the same way, its run through the same driver (Snakemake's steps timed beside
+    ours). What it costs is Snakemake's own floor: the difference is ours.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,53 +44,121 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
-# snakemake's main() with job bodies and model calls timed; the sums are written to $TIMINGS at exit.
+# snakemake's main() with job bodies, model calls and Snakemake's own per-job steps timed; the sums are written to
+# $TIMINGS at exit. With MODEL_TIMING unset (the bare chain) nothing of ours is imported.
 DRIVER = """
-import atexit, json, os, threading, time
-import torch
-import snakemake.executors.local as local
-from deforum_steps import diffusion
+import atexit, collections, inspect, json, logging, os, threading, time
+import snakemake.cli  # first: its modules imported alone are circular imports
+import snakemake.dag, snakemake.executors.local as local, snakemake.jobs, snakemake.persistence
+from snakemake.scheduling.job_scheduler import JobScheduler
 
-torch.set_num_threads(1)  # all of a job's CPU time is then its own thread's
-timings = {"jobs": 0.0, "jobs_cpu": 0.0, "n_jobs": 0, "model": 0.0, "first_job_start": None, "last_job_end": None}
-depth = threading.local()
+timings = collections.defaultdict(float)
+timings.update(first_job_start=None, last_job_end=None)
+per_rule = collections.defaultdict(lambda: collections.defaultdict(float))  # rule: {jobs, body, cpu, model}
+current = threading.local()
 
 def timed(fn, key):
-    def wrapper(*args, **kwargs):
-        outer = not getattr(depth, key, False)  # nested calls (generate inside a timed call) count once
-        setattr(depth, key, True)
-        t = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if outer:
-                setattr(depth, key, False)
-                timings[key] += time.perf_counter() - t
+    \"\"\"fn, its wall time added to timings[key]; a call nested in another of the same key counts once.\"\"\"
+    def outer():
+        if not getattr(current, key, False):
+            setattr(current, key, True)
+            return True
+        return False
+    def done(was_outer, t):
+        if was_outer:
+            setattr(current, key, False)
+            timings[key] += time.perf_counter() - t
+    if inspect.iscoroutinefunction(fn):
+        async def wrapper(*args, **kwargs):
+            t, was_outer = time.perf_counter(), outer()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                done(was_outer, t)
+    else:
+        def wrapper(*args, **kwargs):
+            t, was_outer = time.perf_counter(), outer()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                done(was_outer, t)
     return wrapper
 
-job = timed(local.run_wrapper, "jobs")
-def run_wrapper(*args, **kwargs):
+log = logging.Logger.callHandlers
+
+def patch(owner, name, key):
+    setattr(owner, name, timed(getattr(owner, name), key))
+
+# Snakemake's steps around each job (main thread), nested as listed: records inside postprocess.
+patch(snakemake.workflow.Workflow, "_build_dag", "planning")
+patch(local.Executor, "job_args_and_prepare", "start")
+patch(snakemake.persistence.PersistenceBase, "started", "records_start")
+patch(snakemake.persistence.PersistenceBase, "finished", "records_end")
+patch(snakemake.jobs.Job, "postprocess", "postprocess")
+patch(snakemake.dag.DAG, "finish", "dag_update")
+patch(JobScheduler, "job_selector", "selection")
+main_logging = timed(logging.Logger.callHandlers, "logging")
+logging.Logger.callHandlers = lambda self, record: (main_logging(self, record) if threading.current_thread() is
+                                                    threading.main_thread() else log(self, record))
+
+def rule_timed(run):
+    \"\"\"A rule's run: block, timed apart from Snakemake's run_wrapper around it.\"\"\"
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            current.rule["run"] += time.perf_counter() - t
+    wrapper.timed = True
+    return wrapper
+
+job = local.run_wrapper
+def run_wrapper(job_rule, *args, **kwargs):
     timings["first_job_start"] = timings["first_job_start"] or time.time()
-    timings["n_jobs"] += 1
-    cpu = time.thread_time()
+    if not getattr(job_rule.run_func, "timed", False):
+        job_rule.run_func = rule_timed(job_rule.run_func)
+    stats = per_rule[job_rule.name]
+    current.rule = stats
+    t, cpu = time.perf_counter(), time.thread_time()
     try:
-        return job(*args, **kwargs)
+        return job(job_rule, *args, **kwargs)
     finally:
-        timings["jobs_cpu"] += time.thread_time() - cpu
+        stats["jobs"] += 1
+        stats["body"] += time.perf_counter() - t
+        stats["cpu"] += time.thread_time() - cpu
         timings["last_job_end"] = time.time()
+local.run_wrapper = run_wrapper
+
+if os.environ.get("MODEL_TIMING"):
+    import torch
+    from deforum_steps import diffusion
+
+    torch.set_num_threads(1)  # all of a job's CPU time is then its own thread's
+
+    def model_timed(fn):
+        def wrapper(*args, **kwargs):
+            if getattr(current, "in_model", False):  # generate inside a timed call counts once
+                return fn(*args, **kwargs)
+            current.in_model, t = True, time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                current.in_model = False
+                current.rule["model"] += time.perf_counter() - t
+        return wrapper
+
+    # the jobs (animation.first_frame / diffusion_frame, diffusion.img2img) call these through the module
+    diffusion.encode = model_timed(diffusion.encode)
+    diffusion.generate = model_timed(diffusion.generate)
 
 def done():
     t = os.times()
-    timings.update(end=time.time(), process_cpu=t.user + t.system)
+    timings.update(end=time.time(), process_cpu=t.user + t.system, rules=per_rule)
     open(os.environ["TIMINGS"], "w").write(json.dumps(timings))
     if profile:
         profile.disable()
         profile.dump_stats(os.environ["PROFILE"])
 
-local.run_wrapper = run_wrapper
-# the jobs (animation.first_frame / diffusion_frame, diffusion.img2img) call these through the module
-diffusion.encode = timed(diffusion.encode, "model")
-diffusion.generate = timed(diffusion.generate, "model")
 atexit.register(done)
 profile = None
 if os.environ.get("PROFILE"):  # the main thread: Snakefile, DAG, scheduler (jobs run in other threads)
@@ -142,6 +215,8 @@ def write_config(workdir: Path, frames: int, name: str, **overrides) -> Path:
 def bare_args(workdir: Path, jobs: int, *extra: str) -> list[str]:
     """snakemake arguments for the bare chain of `jobs` jobs in workdir/bare_<jobs>/."""
     folder = workdir / f"bare_{jobs}"
+    for made in ("out", ".snakemake"):  # every run starts from nothing, in a --workdir used before too
+        shutil.rmtree(folder / made, ignore_errors=True)
     folder.mkdir(exist_ok=True)
     (folder / "Snakefile").write_text(BARE_SNAKEFILE)
     return ["-s", str(folder / "Snakefile"), "-d", str(folder), *BARE_OPTIONS, *extra, "--config", f"jobs={jobs}"]
@@ -160,36 +235,96 @@ def measure(workdir: Path, args: list[str]) -> dict:
     return result
 
 
-def render(workdir: Path, frames: int, profile: Path | None) -> None:
-    config = write_config(workdir, frames, "render.yaml")
+def driven(workdir: Path, args: list[str], **env: str) -> tuple[float, dict, int]:
+    """Wall time, DRIVER's timings and lines of output of `snakemake args` run through DRIVER."""
     timings_file = workdir / "timings.json"
-    env = {**os.environ, "TIMINGS": str(timings_file), "PROFILE": str(profile or "")}
     t = time.time()
-    proc = subprocess.run([sys.executable, "-c", DRIVER, *snakemake_args(config)], cwd=workdir, text=True,
-                          capture_output=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", DRIVER, *args], cwd=workdir, text=True, capture_output=True,
+                          env={**os.environ, "TIMINGS": str(timings_file), **env})
     wall = time.time() - t
     if proc.returncode != 0:
-        raise SystemExit(f"render failed:\n{proc.stderr[-3000:]}")
-    lines = len((proc.stdout + proc.stderr).splitlines())
+        raise SystemExit(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     tm = json.loads(timings_file.read_text())
-    startup = tm["first_job_start"] - t
-    between = (tm["last_job_end"] - tm["first_job_start"]) - tm["jobs"]
-    tail = t + wall - tm["last_job_end"]
-    outside_cpu = tm["process_cpu"] - tm["jobs_cpu"]
-    print(f"(a) {frames}-frame 2D render, 64x64, builtin:tiny, steps 1, torch on 1 thread: {tm['n_jobs']} jobs, "
+    for key in ("planning", "start", "records_start", "records_end", "postprocess", "dag_update", "selection",
+                "logging"):
+        tm.setdefault(key, 0.0)  # a step that never ran
+    for stats in tm["rules"].values():
+        stats.setdefault("model", 0.0)
+        stats.setdefault("run", stats["body"])
+    tm.update(t0=t, wall=wall, between=(tm["last_job_end"] - tm["first_job_start"])
+              - sum(r["body"] for r in tm["rules"].values()))
+    return wall, tm, len((proc.stdout + proc.stderr).splitlines())
+
+
+# Snakemake's steps around each job, as DRIVER times them (ms per job), and what each does.
+STEPS = [("start", "job start (params, old outputs removed, folders)"),
+         ("records", "job records (incomplete markers, metadata, output checksums)"),
+         ("checks", "job end besides records (output checks, touch)"),
+         ("dag_update", "DAG update"), ("selection", "job selection"), ("logging", "log lines"),
+         ("rest", "the rest (scheduler loop, thread hand-over)")]
+
+
+def snakemake_steps(tm: dict) -> dict[str, float]:
+    """Seconds of each of STEPS over the run (the rest: between-jobs time none of them accounts for)."""
+    steps = {"start": tm["start"], "records": tm["records_start"] + tm["records_end"],
+             "checks": tm["postprocess"] - tm["records_end"], "dag_update": tm["dag_update"],
+             "selection": tm["selection"], "logging": tm["logging"]}
+    steps["rest"] = tm["between"] - sum(steps.values())
+    return steps
+
+
+def import_time(*modules: str) -> float:
+    """Seconds a fresh interpreter takes to import `modules` (each an import statement's names)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "; ".join(f"import {m}" for m in modules)], check=True)
+    return time.perf_counter() - t
+
+
+def render(workdir: Path, frames: int, profile: Path | None) -> None:
+    config = write_config(workdir, frames, "render.yaml")
+    shutil.rmtree(workdir / "output" / "render", ignore_errors=True)  # a --workdir used before
+    wall, tm, lines = driven(workdir, snakemake_args(config), MODEL_TIMING="1", PROFILE=str(profile or ""))
+    rules = tm["rules"]
+    n_jobs = int(sum(r["jobs"] for r in rules.values()))
+    model = sum(r["model"] for r in rules.values())
+    bodies = sum(r["body"] for r in rules.values())
+    startup = tm["first_job_start"] - tm["t0"]
+    tail = tm["t0"] + wall - tm["last_job_end"]
+    outside_cpu = tm["process_cpu"] - sum(r["cpu"] for r in rules.values())
+    frame = rules["frame"]
+    per_frame = tm["between"] / n_jobs + (frame["body"] - frame["model"]) / frame["jobs"]
+    one_off = {name: r["body"] - r["model"] for name, r in rules.items() if name != "frame"}
+    once = startup + tail + sum(one_off.values()) + tm["between"] / n_jobs * (n_jobs - frame["jobs"])
+    print(f"(a) {frames}-frame 2D render, 64x64, builtin:tiny, steps 1, torch on 1 thread: {n_jobs} jobs, "
           f"{lines} lines of output")
     print(f"    wall time                         {wall:8.2f} s")
-    print(f"    inside model calls                {tm['model']:8.2f} s  (encode + generate, model loading included)")
-    print(f"    inside job bodies, besides model  {tm['jobs'] - tm['model']:8.2f} s  (PNG/latent I/O, warp, color, "
-          "noise, video, schedules)")
-    print(f"    outside job bodies                {wall - tm['jobs']:8.2f} s  = startup and planning {startup:.2f} s "
-          f"+ between jobs {between:.2f} s + exit {tail:.2f} s")
+    print(f"    inside model calls                {model:8.2f} s  (encode + generate, model loading included)")
+    print(f"    inside job bodies, besides model  {bodies - model:8.2f} s")
+    print(f"    outside job bodies                {wall - bodies:8.2f} s  = startup and planning {startup:.2f} s "
+          f"+ between jobs {tm['between']:.2f} s + exit {tail:.2f} s")
     print(f"    CPU outside job bodies            {outside_cpu:8.2f} s  (process CPU {tm['process_cpu']:.2f} s - "
-          f"job threads' CPU {tm['jobs_cpu']:.2f} s)")
-    print(f"    overhead per frame, (wall - model) / frames             {1000 * (wall - tm['model']) / frames:6.1f} ms")
-    print(f"    orchestration per frame, (wall - job bodies) / frames   {1000 * (wall - tm['jobs']) / frames:6.1f} ms")
+          f"job threads' CPU)")
+    print(f"    overhead per frame, (wall - model) / frames             {1000 * (wall - model) / frames:6.1f} ms"
+          "  (the target's figure)")
+    print(f"    orchestration per frame, (wall - job bodies) / frames   {1000 * (wall - bodies) / frames:6.1f} ms")
     print(f"    orchestration CPU per frame                             {1000 * outside_cpu / frames:6.1f} ms")
-    print(f"    Snakemake between two jobs (wall)                       {1000 * between / tm['n_jobs']:6.1f} ms")
+    print(f"  = each frame: {1000 * per_frame:.1f} ms = Snakemake's steps around its job "
+          f"{1000 * tm['between'] / n_jobs:.1f} ms + the frame job besides the model "
+          f"{1000 * (frame['body'] - frame['model']) / frame['jobs']:.1f} ms: its run: block "
+          f"{1000 * (frame['run'] - frame['model']) / frame['jobs']:.1f} ms (PNG/latent I/O and checksums, warp, "
+          f"color, noise) and Snakemake's run_wrapper around it "
+          f"{1000 * (frame['body'] - frame['run']) / frame['jobs']:.1f} ms")
+    print(f"  + once per render: {once:.2f} s ({1000 * once / frames:.1f} ms a frame over {frames} frames):")
+    print(f"      startup up to the first job {startup:.2f} s, of which planning (the DAG) {tm['planning']:.2f} s; "
+          f"measured apart: importing Snakemake {import_time('snakemake.cli'):.2f} s and torch "
+          f"{import_time('torch'):.2f} s (the driver imports torch first; a plain run, in its first model job)")
+    diffusers = "diffusers.models.unets.unet_2d_condition"
+    print(f"      (and in the first model call, counted as model time: importing diffusers' UNet "
+          f"{import_time('torch', diffusers) - import_time('torch'):.2f} s more)")
+    print("      one-off jobs besides the model: "
+          + ", ".join(f"{name} {t:.2f} s" for name, t in one_off.items() if t >= 0.01)
+          + f"; Snakemake's steps around them {tm['between'] / n_jobs * (n_jobs - frame['jobs']):.2f} s; "
+          f"exit {tail:.2f} s")
     if profile:
         import pstats
 
@@ -198,11 +333,17 @@ def render(workdir: Path, frames: int, profile: Path | None) -> None:
     noop = measure(workdir, snakemake_args(config, "-n"))
     print(f"    dry run on the finished render (nothing to do): {noop['wall']:.2f} s wall, {noop['cpu']:.2f} s CPU, "
           f"{noop['max_rss_mib']:.0f} MiB")
-    bare = measure(workdir, bare_args(workdir, tm["n_jobs"]))
-    print(f"(c) Snakemake alone, a chain of {tm['n_jobs']} jobs run the same way: {bare['wall']:.2f} s wall, "
-          f"{1000 * bare['wall'] / frames:.1f} ms per frame")
+    bare_wall, bare, _ = driven(workdir, bare_args(workdir, n_jobs))
+    print(f"(c) Snakemake alone, a chain of {n_jobs} jobs run the same way: {bare_wall:.2f} s wall, "
+          f"{1000 * bare_wall / frames:.1f} ms per frame; startup and planning "
+          f"{bare['first_job_start'] - bare['t0']:.2f} s")
     print(f"    ours, (wall - model - Snakemake alone) / frames         "
-          f"{1000 * (wall - tm['model'] - bare['wall']) / frames:6.1f} ms")
+          f"{1000 * (wall - model - bare_wall) / frames:6.1f} ms")
+    print("    Snakemake's steps around a job, ms (ours | Snakemake alone):")
+    ours_steps, bare_steps = snakemake_steps(tm), snakemake_steps(bare)
+    for key, what in STEPS:
+        print(f"      {what:62s} {1000 * ours_steps[key] / n_jobs:5.2f} | {1000 * bare_steps[key] / n_jobs:5.2f}")
+    print(f"      {'total':62s} {1000 * tm['between'] / n_jobs:5.2f} | {1000 * bare['between'] / n_jobs:5.2f}")
 
 
 def plan(workdir: Path, frame_counts: list[int]) -> None:

@@ -48,7 +48,7 @@ def first_frame(*, init: Sequence[str], mask: Sequence[str], image: str, row: Ma
     else:
         _, result = diffusion.generate(None, settings, **diffusion.row_arguments(row))
     io.write_image(image, result)
-    preview.show_frame(image, result)
+    preview.show_frame(image)
 
 
 def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[str], mask: Sequence[str],
@@ -66,14 +66,14 @@ def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[
     size = (settings["W"], settings["H"])
     depths = dict(zip(depth_frames(plan), map(np.load, depth))) if depth else None
     warped = warp_source(io.read_image(previous), plan, motion, settings, depths)
-    color_reference = io.read_image(reference[0], size=size) if reference else None
+    color_reference = io.read_shared_image(reference[0], size=size) if reference else None
     init = condition(warped, row, settings, color_reference)
     init_latent = diffusion.encode(init, settings)
     diffusion.save_latent(latent, init_latent)
     result = diffusion.img2img(init, row, settings, strength=row["strength_schedule"], init_latent=init_latent,
                                mask=read_mask(mask[0], settings) if mask else None)
     io.write_image(image, result)
-    preview.show_frame(image, result)
+    preview.show_frame(image)
 
 
 def blend_frame(*, diffused: Sequence[str], depth: Sequence[str], image: str, plan: Mapping,
@@ -88,7 +88,7 @@ def blend_frame(*, diffused: Sequence[str], depth: Sequence[str], image: str, pl
     depths = dict(zip(depth_frames(*sources), map(np.load, depth))) if depth else None
     frame = tween_frame(images, plan, motion, settings, depths)
     io.write_image(image, frame)
-    preview.show_frame(image, frame)
+    preview.show_frame(image)
 
 
 # ---- steps -----------------------------------------------------------------------------------------------

@@ -324,6 +324,8 @@ def _coerce(value: Any, types: list[str], spec: Mapping[str, Any]) -> Any:
         return {} if "object" in types else "" if "string" in types else None  # a blank YAML value
     if isinstance(value, str) and "string" not in types:
         text = value.strip()
+        if "null" in types and text.lower() in ("none", "null"):  # `--config key=None`, Python's and Deforum's word
+            return None
         if "boolean" in types and text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
         if "integer" in types and re.fullmatch(r"[+-]?\d+", text):

@@ -102,4 +102,4 @@ def render_frame(*, image: str, a: Sequence[str], b: Sequence[str], t: float, ro
         seed=row["seed_schedule"], steps=row["steps_schedule"], cfg_scale=row["cfg_scale_schedule"],
         sampler=row["sampler_schedule"])
     io.write_image(image, result)
-    preview.show_frame(image, result)
+    preview.show_frame(image)

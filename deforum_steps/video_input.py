@@ -99,4 +99,4 @@ def render_frame(*, init: str, mask: Sequence[str], image: str, row: Mapping, se
     result = diffusion.img2img(start, row, settings, strength=row["strength_schedule"],
                                mask=read_mask(mask[0], settings) if mask else None)
     io.write_image(image, result)
-    preview.show_frame(image, result)
+    preview.show_frame(image)

@@ -102,6 +102,9 @@ def test_contrast_clips_instead_of_wrapping(conformance):
     assert (out[overflow] == 255).all() and (webui[overflow] < 255).all()
     np.testing.assert_array_equal(out[~overflow], webui[~overflow])
     assert apply_contrast(np.array([[[0, 100, 213]]], np.uint8), 1.2).tolist() == [[[0, 120, 255]]]
+    img = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert apply_contrast(img, 1.0) is img  # contrast 1 changes no pixel: no maths
+    np.testing.assert_array_equal(apply_contrast(img, 1.0), np.clip(np.rint(img * 1.0), 0, 255).astype(np.uint8))
 
 
 def test_unsharp_only_when_amount_positive():

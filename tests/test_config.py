@@ -138,6 +138,14 @@ def test_command_line_strings_are_coerced_to_the_schema_types():
     assert cfg["video_init_path"] == "" and cfg["prompts"] == ["one prompt"]
 
 
+def test_none_from_the_command_line_is_null_where_the_schema_allows_null():
+    # `--config grad_inject_timing=None`: Snakemake hands over the text; every step is conditioned, as with null
+    assert load(grad_inject_timing="None")["grad_inject_timing"] is None
+    assert load(grad_inject_timing="null")["grad_inject_timing"] is None
+    with pytest.raises(ConfigError, match="steps: 'None' is not"):
+        load(steps="None")  # no null there: still the key's own error
+
+
 def test_constant_schedules_become_keyframe_strings():
     cfg = load(zoom=1.02, angle="3", translation_x=0, cfg_scale_schedule="")
     assert (cfg["zoom"], cfg["angle"], cfg["translation_x"]) == ("0:(1.02)", "0:(3)", "0:(0)")

@@ -28,6 +28,19 @@ def test_written_files_get_umask_permissions(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_shared_image_is_decoded_once_per_version_of_its_file(tmp_path):
+    path = tmp_path / "00000.png"
+    io.write_image(path, np.full((8, 12, 3), 10, np.uint8))
+    first = io.read_shared_image(path, size=(12, 8))
+    assert io.read_shared_image(path, size=(12, 8)) is first  # the same array for every job
+    assert (first == 10).all() and not first.flags.writeable
+    with pytest.raises(ValueError):
+        first[0, 0, 0] = 0  # no job can change what the others read
+    assert io.read_shared_image(path, size=(6, 4)).shape == (4, 6, 3)
+    io.write_image(path, np.full((8, 12, 3), 20, np.uint8))  # frame 0 rendered again
+    assert (io.read_shared_image(path, size=(12, 8)) == 20).all()
+
+
 def test_read_image_resizes_only_when_asked(tmp_path):
     rgb = np.full((8, 12, 3), 200, dtype=np.uint8)
     io.write_image(tmp_path / "a.png", rgb)

@@ -124,7 +124,7 @@ def test_motion_preview_of_another_mode_is_one_line(tmp_path):
 def test_a_render_keeps_its_latest_frame_in_preview_png_and_starts_with_the_schedules(tmp_path_factory):
     workdir, text = small_render(tmp_path_factory)
     out = workdir / OUT
-    np.testing.assert_array_equal(io.read_image(out / "preview.png"), io.read_image(out / f"frames/{N - 1:05d}.png"))
+    assert (out / "preview.png").read_bytes() == (out / f"frames/{N - 1:05d}.png").read_bytes()  # the frame's file
     progress = [line for line in text.splitlines() if line.startswith("[")]
     assert progress[0].startswith(f"[1/{N + 3}] schedules done")  # before any frame: the CSV is there at once
     assert f"· frames {N}/{N}" in progress[-2]
@@ -133,12 +133,16 @@ def test_a_render_keeps_its_latest_frame_in_preview_png_and_starts_with_the_sche
 def test_preview_png_is_replaced_atomically(tmp_path):
     preview.start_live(tmp_path, {"display_samples": True, "show_sample_per_step": False})
     try:
-        preview.show_frame(tmp_path / "diffused" / "00004.png", np.zeros((8, 8, 3), np.uint8))  # not a frame
+        io.write_image(tmp_path / "diffused" / "00004.png", np.zeros((8, 8, 3), np.uint8))
+        preview.show_frame(tmp_path / "diffused" / "00004.png")  # not a frame
         assert not (tmp_path / "preview.png").exists()
         for value in (10, 20):
-            preview.show_frame(tmp_path / "frames" / "00004.png", np.full((8, 8, 3), value, np.uint8))
+            io.write_image(tmp_path / "frames" / "00004.png", np.full((8, 8, 3), value, np.uint8))
+            preview.show_frame(tmp_path / "frames" / "00004.png")
             assert io.read_image(tmp_path / "preview.png")[0, 0, 0] == value
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["preview.png"]  # no temp file left
+        preview.show_frame(tmp_path / "frames" / "00005.png")  # unreadable: the preview stays, the job goes on
+        assert io.read_image(tmp_path / "preview.png")[0, 0, 0] == 20
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["diffused", "frames", "preview.png"]  # no temp file
         assert preview.step_callback(lambda latent: latent) is None  # steps only with show_sample_per_step
     finally:
         preview.start_live(tmp_path, {"display_samples": False, "show_sample_per_step": False})
