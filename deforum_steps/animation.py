@@ -65,7 +65,7 @@ def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[
     cpu_threads.limit(threads)
     size = (settings["W"], settings["H"])
     depths = dict(zip(depth_frames(plan), map(np.load, depth))) if depth else None
-    warped = warp_source(io.read_image(previous), plan, motion, settings, depths)
+    warped = warp_source(io.read_shared_image(previous), plan, motion, settings, depths)
     color_reference = io.read_shared_image(reference[0], size=size) if reference else None
     init = condition(warped, row, settings, color_reference)
     init_latent = diffusion.encode(init, settings)
@@ -84,7 +84,7 @@ def blend_frame(*, diffused: Sequence[str], depth: Sequence[str], image: str, pl
     3. write the image."""
     cpu_threads.limit(threads)
     sources = [src for src in (plan["prev"], plan["next"]) if src]
-    images = {src["diffused_at"]: io.read_image(path) for src, path in zip(sources, diffused)}
+    images = {src["diffused_at"]: io.read_shared_image(path) for src, path in zip(sources, diffused)}
     depths = dict(zip(depth_frames(*sources), map(np.load, depth))) if depth else None
     frame = tween_frame(images, plan, motion, settings, depths)
     io.write_image(image, frame)

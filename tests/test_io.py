@@ -36,9 +36,21 @@ def test_a_shared_image_is_decoded_once_per_version_of_its_file(tmp_path):
     assert (first == 10).all() and not first.flags.writeable
     with pytest.raises(ValueError):
         first[0, 0, 0] = 0  # no job can change what the others read
-    assert io.read_shared_image(path, size=(6, 4)).shape == (4, 6, 3)
+    small = io.read_shared_image(path, size=(6, 4))
+    assert small.shape == (4, 6, 3) and io.read_shared_image(path, size=(6, 4)) is small
     io.write_image(path, np.full((8, 12, 3), 20, np.uint8))  # frame 0 rendered again
     assert (io.read_shared_image(path, size=(12, 8)) == 20).all()
+
+
+def test_a_written_image_is_read_back_without_decoding(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    io.write_image(tmp_path / "00004.png", rgb)
+    rgb[:] = 0  # the caller's array may change after the write: what was written is kept
+    monkeypatch.setattr(io, "read_image", lambda *args, **kwargs: pytest.fail("decoded again"))
+    kept = io.read_shared_image(tmp_path / "00004.png")
+    monkeypatch.undo()
+    np.testing.assert_array_equal(kept, io.read_image(tmp_path / "00004.png"))  # the very pixels of the file
+    assert kept.any() and not kept.flags.writeable
 
 
 def test_read_image_resizes_only_when_asked(tmp_path):
