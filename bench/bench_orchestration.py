@@ -20,7 +20,9 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     render: every job's records are checked and nothing is to be done.
 (b) `snakemake -n` from an empty folder, for each of `--plan-frames`: 2D, and 3D with cadence 4 (a diffusion every
     4 frames, a blend and a depth map per frame: 2.25 jobs per frame); wall and CPU time, peak memory (RSS of the
-    snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile).
+    snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile). For the first
+    of `--plan-frames`, where the time goes, beside the bare chain (c): both dry runs again through the driver,
+    split into Snakemake's start, the Snakefile, the DAG and the dry run's scheduling of every job.
 (c) Snakemake alone, side by side: a Snakefile of the same shape with nothing of ours in it (a chain of as many
     jobs, each with an input function, a params function and a `run:` block that writes 1 KB; the profile's
     options) is planned and run the same way, its run through the same driver (Snakemake's steps timed beside
@@ -91,6 +93,20 @@ def patch(owner, name, key):
 
 # Snakemake's steps around each job (main thread), nested as listed: records inside postprocess.
 patch(snakemake.workflow.Workflow, "_build_dag", "planning")
+patch(JobScheduler, "schedule", "scheduling")
+patch(snakemake.workflow.Workflow, "include", "snakefile")
+
+def first_call_time(owner, name, key):
+    \"\"\"timings[key]: when owner.name was first called.\"\"\"
+    fn = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        timings.setdefault(key, time.time())
+        return fn(*args, **kwargs)
+    setattr(owner, name, wrapper)
+
+first_call_time(snakemake.workflow.Workflow, "include", "snakefile_at")
+first_call_time(snakemake.workflow.Workflow, "_build_dag", "planning_at")
+first_call_time(snakemake.workflow.Workflow, "execute", "execute_at")
 patch(local.Executor, "job_args_and_prepare", "start")
 patch(snakemake.persistence.PersistenceBase, "started", "records_start")
 patch(snakemake.persistence.PersistenceBase, "finished", "records_end")
@@ -245,14 +261,15 @@ def driven(workdir: Path, args: list[str], **env: str) -> tuple[float, dict, int
     if proc.returncode != 0:
         raise SystemExit(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     tm = json.loads(timings_file.read_text())
-    for key in ("planning", "start", "records_start", "records_end", "postprocess", "dag_update", "selection",
-                "logging"):
+    for key in ("planning", "scheduling", "snakefile", "start", "records_start", "records_end", "postprocess",
+                "dag_update", "selection", "logging"):
         tm.setdefault(key, 0.0)  # a step that never ran
     for stats in tm["rules"].values():
         stats.setdefault("model", 0.0)
         stats.setdefault("run", stats["body"])
-    tm.update(t0=t, wall=wall, between=(tm["last_job_end"] - tm["first_job_start"])
-              - sum(r["body"] for r in tm["rules"].values()))
+    tm.update(t0=t, wall=wall)
+    if tm["first_job_start"] is not None:  # not a dry run
+        tm["between"] = (tm["last_job_end"] - tm["first_job_start"]) - sum(r["body"] for r in tm["rules"].values())
     return wall, tm, len((proc.stdout + proc.stderr).splitlines())
 
 
@@ -358,6 +375,35 @@ def plan(workdir: Path, frame_counts: list[int]) -> None:
         bare = measure(workdir, bare_args(workdir, jobs, "-n"))
         print(f"(b) dry run, {label:13s} {n:6d} frames ({jobs:6d} jobs): {r['wall']:6.2f} s wall, {r['cpu']:6.2f} s "
               f"CPU, peak {r['max_rss_mib']:5.0f} MiB;  (c) Snakemake alone, {jobs} jobs: {bare['wall']:6.2f} s wall")
+        if n == frame_counts[0]:
+            plan_breakdown(workdir, config, jobs)
+
+
+def plan_breakdown(workdir: Path, config: Path, jobs: int) -> None:
+    """Where a dry run's time goes, ours beside the bare chain of as many jobs, both run through DRIVER."""
+    shutil.rmtree(workdir / "output", ignore_errors=True)
+    wall, tm, _ = driven(workdir, snakemake_args(config, "-n"))
+    bare_wall, bare, _ = driven(workdir, bare_args(workdir, jobs, "-n"))
+
+    def parts(tm: dict, wall: float) -> list[float]:
+        before = tm["snakefile_at"] - tm["t0"]
+        setup = tm["planning_at"] - tm["snakefile_at"] - tm["snakefile"]
+        return [before, tm["snakefile"], setup, tm["planning"], tm["scheduling"],
+                wall - before - tm["snakefile"] - setup - tm["planning"] - tm["scheduling"]]
+
+    print(f"    where the time goes, s (ours | Snakemake alone; per job, ms), {wall:.2f} | {bare_wall:.2f} s through "
+          "the timing driver:")
+    for what, o, b, each in zip(PLAN_PARTS, parts(tm, wall), parts(bare, bare_wall), (0, 0, 0, 1, 1, 0)):
+        per_job = f"  ({1000 * o / jobs:.2f} | {1000 * b / jobs:.2f} ms a job)" if each else ""
+        print(f"      {what:62s} {o:5.2f} | {b:5.2f}{per_job}")
+
+
+PLAN_PARTS = ["interpreter, importing Snakemake, its options",
+              "the Snakefile (ours: imports, config, schedules, rules)",
+              "between the Snakefile and the DAG (settings, plugins)",
+              "the DAG (each job, its files, input and params functions)",
+              "the dry run (Snakemake schedules and prints every job)",
+              "the rest (job counts, summary, exit)"]
 
 
 def planned_jobs(workdir: Path, config: Path) -> int:
