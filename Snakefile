@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from deforum_steps import cpu_threads, depth_models, gradient_settings, interpolation, masks, model_files, preview
+from deforum_steps import depth_models, gradient_settings, interpolation, masks, model_files, preview, process
 from deforum_steps import stills, video_input
 from deforum_steps import report as report_pages
 from deforum_steps.config import ConfigError, check_output_folder, load_config, resolve_seed
@@ -17,8 +17,8 @@ min_version("9.0")
 
 # Snakemake walks the DAG recursively: a chain of per-frame jobs nests one call level per frame.
 sys.setrecursionlimit(100_000)
-# Before anything imports torch: idle OpenMP threads sleep instead of spinning on cores other work needs.
-cpu_threads.prepare_process()
+# Before anything imports torch: idle OpenMP threads sleep; no full garbage collections while the plan is made.
+process.prepare()
 
 # A batch (`--config batch=renders/`): each render config it names is a module of this Snakefile, loaded by
 # rules/batch.smk with its own config; the single-render workflow below is what each of them runs.
@@ -100,18 +100,9 @@ else:
         include: "rules/preview.smk"
 
     onstart:
-        cpu_threads.unthrottle_local_jobs(workflow)
+        process.start_jobs(workflow)
         start_run()
         preview.start_live(OUT, config)
-
-
-# The run is over: exit without Python's last garbage collection (cpu_threads.finish_process).
-onsuccess:
-    cpu_threads.finish_process()
-
-
-onerror:
-    cpu_threads.finish_process()
 
 
 # One render's targets, or every render's in a batch.

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -234,20 +235,33 @@ class Plan:
 
     @staticmethod
     def describe(jobs: dict[int | None, str]) -> list[str]:
-        """ "frames 16–47: prompt changed at 16" per range of consecutive frames that rerun for one cause (a job
-        that only follows a rerun frame extends that frame's range)."""
+        """ "frames 16–47: prompt changed at 16" per run of the stage's frames that rerun for one cause (a job that
+        only follows a rerun frame extends that frame's run). A stage whose jobs are every nth frame (the diffusions
+        of cadence n) runs in steps of n: "frames 0, 4, …, 1996"."""
         if None in jobs:
             return [jobs[None]]
-        ranges: list[list] = []  # [first, last, cause]
-        for frame in sorted(jobs):
+        frames = sorted(jobs)
+        step = math.gcd(*(frame - frames[0] for frame in frames)) or 1
+        runs: list[list] = []  # [first, last, cause]
+        for frame in frames:
             cause = jobs[frame]
-            if ranges and frame == ranges[-1][1] + 1 and cause in (FOLLOWS, ranges[-1][2]):
-                ranges[-1][1] = frame
+            if runs and frame == runs[-1][1] + step and cause in (FOLLOWS, runs[-1][2]):
+                runs[-1][1] = frame
             else:
-                ranges.append([frame, frame, cause])
-        return [(f"frame {first}: {cause}" if first == last else
-                 f"frames {first}–{last}: {cause}" + (f" at {first}" if cause.endswith(" changed") else ""))
-                for first, last, cause in ranges]
+                runs.append([frame, frame, cause])
+        return [f"{frame_run(first, last, step)}: {cause}" + (f" at {first}" if cause.endswith(" changed") and
+                                                               first != last else "")
+                for first, last, cause in runs]
+
+
+def frame_run(first: int, last: int, step: int) -> str:
+    """ "frame 4", "frames 16–47", "frames 0, 4, 8", "frames 0, 4, …, 1996"."""
+    if first == last:
+        return f"frame {first}"
+    if step == 1:
+        return f"frames {first}–{last}"
+    shown = range(first, last + 1, step)
+    return "frames " + (", ".join(map(str, shown)) if len(shown) <= 3 else f"{first}, {first + step}, …, {last}")
 
 
 def split_rule(name: str) -> tuple[str, str]:

@@ -66,6 +66,27 @@ def test_frames_group_into_ranges_with_their_cause():
     ]
 
 
+def test_the_diffusions_of_cadence_group_in_steps():
+    """With cadence 4 the diffusions are frames 0, 4, 8...: one line for them, not a line per diffusion."""
+    plan = Plan()
+    plan.add("first_frame", {}, "Missing output files: diffused/00000.png", jobid=1)
+    for i in range(4, 2000, 4):
+        plan.add("frame", {"i": f"{i:05d}"}, "Missing output files: x.png", jobid=i)
+    for i in range(2000):
+        plan.add("blend", {"i": f"{i:05d}"}, "Missing output files: x.png", jobid=3000 + i)
+    assert plan.lines() == ["plan:", "  frame  frames 0, 4, …, 1996: not made yet",
+                            "  blend  frames 0–1999: not made yet", "  nothing else"]
+
+    changed = params_reason({"row": {"prompt": "a"}}, {"row": {"prompt": "b"}})
+    follows = "Input files updated by another job: f.png"
+    rerun = Plan()  # a prompt key at 16: diffusion 16 and every one after it
+    for i in range(16, 48, 4):
+        rerun.add("frame", {"i": f"{i:05d}"}, changed if i == 16 else follows, jobid=i)
+    assert rerun.describe(rerun.stages["frame"]) == ["frames 16, 20, …, 44: prompt changed at 16"]
+    short = {4: "not made yet", 8: "not made yet", 12: "not made yet", 20: "not made yet"}
+    assert Plan.describe(short) == ["frames 4, 8, 12: not made yet", "frame 20: not made yet"]
+
+
 def test_planning_a_job_costs_microseconds():
     """The plan must not slow down planning thousands of frames: a 6 kB params dump is classified in well under
     a millisecond (the bisection compares slices, not characters in Python)."""

@@ -1,9 +1,6 @@
 """Threads that fit the job: each job's torch and OpenCV threads are the threads Snakemake gives it, and the rules give
 them by mode (a chain of diffusions all the cores, cadence > 1 half, independent frames one each)."""
-import gc
-import inspect
 import re
-from types import SimpleNamespace
 
 import cv2
 import pytest
@@ -26,36 +23,6 @@ def test_limit_sets_torch_and_opencv_threads(one_thread_after):
     assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
     cpu_threads.limit(1)
     assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 1)
-
-
-def test_idle_openmp_threads_sleep_unless_the_user_says_otherwise(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    cpu_threads.prepare_process()
-    assert cpu_threads.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    cpu_threads.prepare_process()
-    assert cpu_threads.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
-
-
-def test_local_jobs_are_not_rate_limited():
-    """Snakemake's job rate limiter is switched off when jobs run in this process, kept for a cluster's."""
-    for local, kept in ((True, False), (False, True)):
-        limiter = object()
-        workflow = SimpleNamespace(local_exec=local, scheduler=SimpleNamespace(job_rate_limiter=limiter))
-        cpu_threads.unthrottle_local_jobs(workflow)
-        assert (workflow.scheduler.job_rate_limiter is limiter) == kept
-    # the attribute is the one Snakemake's scheduler reads before each timer it starts
-    from snakemake.scheduling.job_scheduler import JobScheduler
-
-    assert "if self.job_rate_limiter is not None:" in inspect.getsource(JobScheduler.schedule)
-
-
-def test_the_finished_process_skips_the_last_garbage_collection():
-    try:
-        cpu_threads.finish_process()
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
 
 
 def test_a_job_runs_on_the_threads_it_is_given(tmp_path, one_thread_after):
