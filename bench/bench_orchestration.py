@@ -106,7 +106,6 @@ def first_call_time(owner, name, key):
 
 first_call_time(snakemake.workflow.Workflow, "include", "snakefile_at")
 first_call_time(snakemake.workflow.Workflow, "_build_dag", "planning_at")
-first_call_time(snakemake.workflow.Workflow, "execute", "execute_at")
 patch(local.Executor, "job_args_and_prepare", "start")
 patch(snakemake.persistence.PersistenceBase, "started", "records_start")
 patch(snakemake.persistence.PersistenceBase, "finished", "records_end")
@@ -281,6 +280,15 @@ STEPS = [("start", "job start (params, old outputs removed, folders)"),
          ("rest", "the rest (scheduler loop, thread hand-over)")]
 
 
+# The parts of a dry run plan_breakdown prints, and whether each is also printed per job.
+PLAN_PARTS = [("interpreter, importing Snakemake, its options", False),
+              ("the Snakefile (ours: imports, config, schedules, rules)", False),
+              ("between the Snakefile and the DAG (settings, plugins)", False),
+              ("the DAG (each job, its files, input and params functions)", True),
+              ("the dry run (Snakemake schedules and prints every job)", True),
+              ("the rest (job counts, summary, exit)", False)]
+
+
 def snakemake_steps(tm: dict) -> dict[str, float]:
     """Seconds of each of STEPS over the run (the rest: between-jobs time none of them accounts for)."""
     steps = {"start": tm["start"], "records": tm["records_start"] + tm["records_end"],
@@ -331,13 +339,14 @@ def render(workdir: Path, frames: int, profile: Path | None) -> None:
           f"{1000 * (frame['run'] - frame['model']) / frame['jobs']:.1f} ms (PNG/latent I/O and checksums, warp, "
           f"color, noise) and Snakemake's run_wrapper around it "
           f"{1000 * (frame['body'] - frame['run']) / frame['jobs']:.1f} ms")
+    torch_import = import_time("torch")
     print(f"  + once per render: {once:.2f} s ({1000 * once / frames:.1f} ms a frame over {frames} frames):")
     print(f"      startup up to the first job {startup:.2f} s, of which planning (the DAG) {tm['planning']:.2f} s; "
           f"measured apart: importing Snakemake {import_time('snakemake.cli'):.2f} s and torch "
-          f"{import_time('torch'):.2f} s (the driver imports torch first; a plain run, in its first model job)")
+          f"{torch_import:.2f} s (the driver imports torch first; a plain run, in its first model job)")
     diffusers = "diffusers.models.unets.unet_2d_condition"
     print(f"      (and in the first model call, counted as model time: importing diffusers' UNet "
-          f"{import_time('torch', diffusers) - import_time('torch'):.2f} s more)")
+          f"{import_time('torch', diffusers) - torch_import:.2f} s more)")
     print("      one-off jobs besides the model: "
           + ", ".join(f"{name} {t:.2f} s" for name, t in one_off.items() if t >= 0.01)
           + f"; Snakemake's steps around them {tm['between'] / n_jobs * (n_jobs - frame['jobs']):.2f} s; "
@@ -393,17 +402,10 @@ def plan_breakdown(workdir: Path, config: Path, jobs: int) -> None:
 
     print(f"    where the time goes, s (ours | Snakemake alone; per job, ms), {wall:.2f} | {bare_wall:.2f} s through "
           "the timing driver:")
-    for what, o, b, each in zip(PLAN_PARTS, parts(tm, wall), parts(bare, bare_wall), (0, 0, 0, 1, 1, 0)):
-        per_job = f"  ({1000 * o / jobs:.2f} | {1000 * b / jobs:.2f} ms a job)" if each else ""
+    for (what, each_job), o, b in zip(PLAN_PARTS, parts(tm, wall), parts(bare, bare_wall)):
+        per_job = f"  ({1000 * o / jobs:.2f} | {1000 * b / jobs:.2f} ms a job)" if each_job else ""
         print(f"      {what:62s} {o:5.2f} | {b:5.2f}{per_job}")
 
-
-PLAN_PARTS = ["interpreter, importing Snakemake, its options",
-              "the Snakefile (ours: imports, config, schedules, rules)",
-              "between the Snakefile and the DAG (settings, plugins)",
-              "the DAG (each job, its files, input and params functions)",
-              "the dry run (Snakemake schedules and prints every job)",
-              "the rest (job counts, summary, exit)"]
 
 
 def planned_jobs(workdir: Path, config: Path) -> int:
