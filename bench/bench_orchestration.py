@@ -19,10 +19,10 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     its waits include the GIL held by a running job) to see where that time goes. Last, a dry run on the finished
     render: every job's records are checked and nothing is to be done.
 (b) `snakemake -n` from an empty folder, for each of `--plan-frames`: 2D, and 3D with cadence 4 (a diffusion every
-    4 frames, a blend and a depth map per frame: 2.25 jobs per frame); wall and CPU time, peak memory (RSS of the
-    snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile). For the first
-    of `--plan-frames`, where the time goes, beside the bare chain (c): both dry runs again through the driver,
-    split into Snakemake's start, the Snakefile, the DAG and the dry run's scheduling of every job.
+    4 frames, a blend per frame that writes its depth map too: 1.25 jobs per frame); wall and CPU time, peak memory
+    (RSS of the snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile). For
+    the first of `--plan-frames`, where the time goes, beside the bare chain (c): both dry runs again through the
+    driver, split into Snakemake's start, the Snakefile, the DAG and the dry run's scheduling of every job.
 (c) Snakemake alone, side by side: a Snakefile of the same shape with nothing of ours in it (a chain of as many
     jobs, each with an input function, a params function and a `run:` block that writes 1 KB; the profile's
     options) is planned and run the same way, its run through the same driver (Snakemake's steps timed beside

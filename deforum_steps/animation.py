@@ -17,6 +17,10 @@ warps both images with it; the init of diffusion d predicts it on the image bein
 diffusion d - c warped up to d - 1). In these numbers: the warp into frame t reads map t - 1, except the
 older image's warp into a diffusion frame t, which reads map t (diffusion t itself) — `depth_frame`.
 
+With cadence > 1 the image map s is predicted on is the newer image tween frame s blends, which the blend job of
+frame s warps anyway: that job predicts and writes map s (`blend_frame`). With cadence 1 map s is frame s's
+depth, a job of its own (rules/depth.smk).
+
 Planning imports this module: torch, diffusers and the 3D warp are imported inside the functions that run.
 """
 from __future__ import annotations
@@ -77,17 +81,24 @@ def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[
 
 
 def blend_frame(*, diffused: Sequence[str], depth: Sequence[str], image: str, plan: Mapping,
-                motion: Mapping[int, Mapping], settings: Mapping, threads: int) -> None:
-    """Rule blend, an output frame with cadence > 1:
-    1. read its one or two diffused images (and 3D depth maps);
-    2. warp each forward to this frame and cross-fade them (tween_frame);
-    3. write the image."""
+                motion: Mapping[int, Mapping], settings: Mapping, threads: int, depth_map: str | None = None) -> None:
+    """Rule blend, an output frame i with cadence > 1:
+    1. read its one or two diffused images (and the 3D depth maps blend_depth_frames names);
+    2. warp the newer image forward to frame i;
+    3. 3D with depth warping (`depth_map` given): predict map i on that image and save it;
+    4. warp the older image forward to frame i too (its warp into a diffusion frame i reads map i), cross-fade
+       them (tween_frame) and write the image."""
+    from . import depth as depth_stage
+
     cpu_threads.limit(threads)
     sources = [src for src in (plan["prev"], plan["next"]) if src]
     images = {src["diffused_at"]: io.read_shared_image(path) for src, path in zip(sources, diffused)}
-    depths = dict(zip(depth_frames(*sources), map(np.load, depth))) if depth else None
-    frame = tween_frame(images, plan, motion, settings, depths)
-    io.write_image(image, frame)
+    depths = dict(zip(blend_depth_frames(plan), map(np.load, depth))) if depth_map else None
+    newer = warp_source(images[plan["next"]["diffused_at"]], plan["next"], motion, settings, depths)
+    if depth_map:
+        depths[plan["frame"]] = depth_stage.predict(newer, settings)
+        io.save_array(depth_map, depths[plan["frame"]])
+    io.write_image(image, tween_frame(images, plan, motion, settings, depths, newer=newer))
     preview.show_frame(image)
 
 
@@ -143,6 +154,18 @@ def depth_frames(*sources: Mapping | None) -> list[int]:
     return sorted({depth_frame(t, k) for src in sources if src for t, k in zip(src["warps"], src["depth_of"])})
 
 
+def blend_depth_frames(plan: Mapping) -> list[int]:
+    """The depth map files blend job `plan["frame"]` (`cadence.tween_plan`) reads: its warps' maps but its own,
+    which it predicts (blend_frame)."""
+    return [s for s in depth_frames(plan["prev"], plan["next"]) if s != plan["frame"]]
+
+
+def depth_maps_written(n_frames: int, cadence: int) -> list[int]:
+    """The depth maps a render writes: with cadence > 1 every frame's (its blend job's), with cadence 1 those the
+    warps read (each a depth job)."""
+    return list(range(n_frames)) if cadence > 1 else depth_frames_used(n_frames, cadence)
+
+
 def depth_frames_used(n_frames: int, cadence: int) -> list[int]:
     """Every depth map a render of `n_frames` frames reads: its tween frames' and its diffusions' inits."""
     used = set()
@@ -165,10 +188,13 @@ def warp_source(image: np.ndarray, source: Mapping, rows: Mapping[int, Mapping],
 
 
 def tween_frame(diffused: Mapping[int, np.ndarray], plan: Mapping, rows: Mapping[int, Mapping],
-                settings: Mapping, depths: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
+                settings: Mapping, depths: Mapping[int, np.ndarray] | None = None,
+                newer: np.ndarray | None = None) -> np.ndarray:
     """Output frame `plan["frame"]` (`cadence.tween_plan`): its one or two diffused images (`diffused` by
-    frame) each warped through its source, then cross-faded with the plan's weights."""
+    frame) each warped through its source, then cross-faded with the plan's weights. `newer`: the newer image
+    already warped (blend_frame predicts a depth map on it first)."""
     def warped(source):
         return None if source is None else warp_source(diffused[source["diffused_at"]], source, rows, settings, depths)
 
-    return blend(warped(plan["prev"]), warped(plan["next"]), plan["prev_weight"], plan["next_weight"])
+    newer = warped(plan["next"]) if newer is None else newer
+    return blend(warped(plan["prev"]), newer, plan["prev_weight"], plan["next_weight"])

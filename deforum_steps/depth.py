@@ -13,13 +13,14 @@ The notebook then blends `midas_weight * midas + (1 - midas_weight) * adabins`; 
 its place is taken by a flat plane at depth 1 (the flat model's depth): weight 1 = the network's depth,
 0 = flat, negative = relief inverted.
 
-The job functions of rules/depth.smk come first. Planning imports this module: torch only inside functions.
+The job functions of rules/depth.smk come first, then predict, which animation.blend_frame calls too (with
+cadence > 1 a blend job predicts its frame's map). Planning imports this module: torch only inside functions.
 A network is loaded once per process and device and shared by every job (lock-protected cache).
 """
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -34,20 +35,21 @@ if TYPE_CHECKING:
     import torch
 
 
-def depth_map(*, diffused: str, depth: Sequence[str], depth_map: str, source: Mapping, motion: Mapping[int, Mapping],
-              settings: Mapping, threads: int) -> None:
-    """Rule depth, map s:
-    1. warp diffusion d = s - s % c through frames d+1..s, with the earlier maps of the interval (`depth`);
-    2. predict the depth of that image with depth_algorithm (loaded once per process);
+def depth_map(*, frame: str, depth_map: str, settings: Mapping, threads: int) -> None:
+    """Rule depth (cadence 1), map s:
+    1. read frame s;
+    2. predict its depth (predict);
     3. save it as depth_map (.npy)."""
-    from .animation import depth_frames, warp_source
-
     cpu_threads.limit(threads)
-    depths = dict(zip(depth_frames(source), map(np.load, depth)))
-    image = warp_source(io.read_image(diffused), source, motion, settings, depths)
+    io.save_array(depth_map, predict(io.read_shared_image(frame), settings))
+
+
+def predict(image: np.ndarray, settings: Mapping) -> np.ndarray:
+    """The depth of an RGB uint8 image with the settings' depth_algorithm, depth_model_path, map_location and
+    midas_weight, the model loaded once per process."""
     model = load_depth_model(settings["depth_algorithm"], settings["depth_model_path"], settings["map_location"],
                              settings["midas_weight"])
-    io.save_array(depth_map, model.predict(image))
+    return model.predict(image)
 
 
 def depth_png(*, depth_map: str, png: str) -> None:

@@ -3,9 +3,10 @@ are diffused: rule first_frame (frame 0) and rule frame (d >= c: diffusion d - c
 frames d-c+1..d (cadence.init_plan), conditioned (color, contrast, anti-blur, noise), encoded to an init latent
 kept in latents/, re-diffused). With c = 1 the diffusion is the frame (frames/); with c > 1 diffusions go to
 diffused/ and rule blend makes every frame < max_frames from the one or two diffusions cadence.tween_plan names,
-each warped forward, cross-faded. 3D warps read depth maps from rules/depth.smk. Each job's params are its own
-row, the motion columns of the frames its warps apply and the settings that change it (deforum_steps/
-dependencies.py), so an edit at frame k reruns from k on only. Inputs and params: rules/common.smk."""
+each warped forward, cross-faded. 3D warps read depth maps: with c > 1 each blend job predicts its frame's on
+the newer image it warps (deforum_steps/animation.py), with c = 1 rules/depth.smk makes them. Each job's params
+are its own row, the motion columns of the frames its warps apply and the settings that change it
+(deforum_steps/dependencies.py), so an edit at frame k reruns from k on only. Inputs and params: rules/common.smk."""
 
 from deforum_steps import animation
 
@@ -44,14 +45,17 @@ rule frame:
 
 if CADENCE > 1:
 
-    # Every output frame when c > 1: its diffused images (next, and prev unless next has full weight) warped, mixed.
+    # Every output frame when c > 1: its diffused images (next, and prev unless next has full weight) warped, mixed;
+    # in 3D with depth warping, also the frame's depth map, predicted on the warped next image.
     rule blend:
         input:
             unpack(blend_inputs),
         output:
+            **BLEND_DEPTH_OUTPUT,
             image=f"{FRAMES}/{{i}}.png",
         wildcard_constraints:
             i=r"\d{5}",
+        threads: BLEND_THREADS
         resources:
             **FRAME_RESOURCES,
         params:

@@ -35,12 +35,13 @@ DIFFUSED = FRAMES if CADENCE == 1 else f"{OUT}/diffused"
 TARGETS = []
 # Threads of the jobs that run a model (deforum_steps/cpu_threads.py): torch's pool is process-wide, so every model
 # job that can run beside another gets the same count. With cadence 1 each diffusion (and 3D depth map) waits for
-# the one before: all the cores; with cadence > 1 blends and depth maps run beside the next diffusion: half each.
+# the one before: all the cores; with cadence > 1 blends run beside the next diffusion: half each, except in 3D with
+# depth warping, where each blend predicts the depth map the next blend and diffusion read: a chain again.
 # Independent frames (Video Input, Interpolation, None) take one thread each, and --cores N renders N at once.
 # `--set-threads frame=4` (or a profile's set-threads) overrides a rule's count.
 # In a batch, the renders running side by side share the cores (batch.cores_per_render).
 RENDER_CORES = batch.cores_per_render(workflow.cores)
-MODEL_THREADS = RENDER_CORES if CADENCE == 1 else max(1, RENDER_CORES // 2)
+MODEL_THREADS = RENDER_CORES if CADENCE == 1 or USE_DEPTH else max(1, RENDER_CORES // 2)
 # Resources of per-frame jobs. Snakemake's default tmpdir is an expression evaluated for every job (a sixth of the
 # time a bare chain of jobs takes to plan, measured); our jobs run in this process and read no $TMPDIR: the same
 # value, computed once.
@@ -106,7 +107,12 @@ def known_signature(function):
 
 ANIMATION_JOB_SETTINGS = {**diffusion_settings(config, ANIMATION_SETTINGS), **mask_settings()} if ANIMATED else {}
 WARP_JOB_SETTINGS = pick(config, WARP_SETTINGS[MODE]) if ANIMATED else {}
-DEPTH_JOB_SETTINGS = pick(config, WARP_SETTINGS["3D"] + DEPTH_SETTINGS) if USE_DEPTH else {}
+DEPTH_JOB_SETTINGS = pick(config, DEPTH_SETTINGS) if USE_DEPTH else {}
+# A blend job warps; in 3D with depth warping it also predicts its frame's depth map (animation.blend_frame), a
+# second output, with the threads of a model job.
+BLEND_JOB_SETTINGS = {**WARP_JOB_SETTINGS, **DEPTH_JOB_SETTINGS}
+BLEND_DEPTH_OUTPUT = {"depth_map": f"{OUT}/depth/{{i}}.npy"} if USE_DEPTH else {}
+BLEND_THREADS = MODEL_THREADS if USE_DEPTH else 1
 
 
 def depth_inputs(*sources):
@@ -160,30 +166,15 @@ def diffusion_params(wildcards):
 def blend_inputs(wildcards):
     plan = tween_plan(int(wildcards.i), N_FRAMES, CADENCE)
     sources = [src for src in (plan["prev"], plan["next"]) if src]
-    return {"diffused": [diffused_path(src["diffused_at"]) for src in sources], "depth": depth_inputs(*sources)}
+    depth = [depth_path(s) for s in animation.blend_depth_frames(plan)] if USE_DEPTH else []
+    return {"diffused": [diffused_path(src["diffused_at"]) for src in sources], "depth": depth}
 
 
 @known_signature
 def blend_params(wildcards):
     plan = tween_plan(int(wildcards.i), N_FRAMES, CADENCE)
-    return {"plan": plan, "motion": motion_rows(plan["prev"], plan["next"]), "settings": WARP_JOB_SETTINGS}
+    return {"plan": plan, "motion": motion_rows(plan["prev"], plan["next"]), "settings": BLEND_JOB_SETTINGS}
 
-
-def depth_source(wildcards):
-    """The image depth map s is predicted on, as a plan source: the `next` side of tween frame s."""
-    return tween_plan(int(wildcards.s), N_FRAMES, CADENCE)["next"]
-
-
-@known_signature
-def depth_job_inputs(wildcards):
-    source = depth_source(wildcards)
-    return {"diffused": diffused_path(source["diffused_at"]), "depth": depth_inputs(source)}
-
-
-@known_signature
-def depth_params(wildcards):
-    source = depth_source(wildcards)
-    return {"source": source, "motion": motion_rows(source), "settings": DEPTH_JOB_SETTINGS}
 
 
 # ---- the run ------------------------------------------------------------------------------------------

@@ -1,29 +1,29 @@
-"""3D depth maps, one job per frame (job functions: deforum_steps/depth.py; inputs and params: common.smk).
-
-depth/s.npy is the depth predicted on diffusion d = s - s % c warped through frames d+1..s: the newer of the two
-images tween frame s blends, as it stands at frame s (with c = 1, frame s itself). The warp into frame t reads
-depth/(t-1).npy, except the older image's warp into a diffusion frame t, which reads depth/t.npy
-(deforum_steps/animation.py says why: the reference predicts once per step, on the newer image). A job
-recomputes its warp chain from diffusion d and the earlier maps of the interval (at most c - 1 warps), so no
-warped image is stored. save_depth_maps adds depth/s.png, a job of its own, so toggling it renders nothing."""
+"""3D depth maps (job functions: deforum_steps/depth.py), depth/s.npy: the depth predicted on diffusion
+d = s - s % c warped through frames d+1..s, the newer of the two images tween frame s blends, as it stands at frame
+s. The warp into frame t reads depth/(t-1).npy, except the older image's warp into a diffusion frame t, which reads
+depth/t.npy (deforum_steps/animation.py says why: the reference predicts once per step, on the newer image).
+With c > 1 the blend job of frame s warps that image anyway and writes map s (rules/animation.smk); with c = 1
+the map is frame s's depth, a job of its own here, so that an edit of a depth key reruns no diffusion before it.
+save_depth_maps adds depth/s.png, a job of its own, so toggling it renders nothing."""
 
 from deforum_steps import depth
 
+if CADENCE == 1:
 
-rule depth:
-    input:
-        unpack(depth_job_inputs),
-    output:
-        depth_map=f"{OUT}/depth/{{s}}.npy",
-    wildcard_constraints:
-        s=r"\d{5}",
-    threads: MODEL_THREADS
-    resources:
-        **FRAME_RESOURCES,
-    params:
-        depth=depth_params,
-    run:
-        depth.depth_map(**input, **output, **params.depth, threads=threads)
+    rule depth:
+        input:
+            frame=f"{FRAMES}/{{s}}.png",
+        output:
+            depth_map=f"{OUT}/depth/{{s}}.npy",
+        wildcard_constraints:
+            s=r"\d{5}",
+        threads: MODEL_THREADS
+        resources:
+            **FRAME_RESOURCES,
+        params:
+            settings=DEPTH_JOB_SETTINGS,
+        run:
+            depth.depth_map(**input, **output, settings=params.settings, threads=threads)
 
 
 rule depth_png:
@@ -38,4 +38,4 @@ rule depth_png:
 
 
 if config["save_depth_maps"]:
-    TARGETS.extend(f"{OUT}/depth/{s:05d}.png" for s in animation.depth_frames_used(N_FRAMES, CADENCE))
+    TARGETS.extend(f"{OUT}/depth/{s:05d}.png" for s in animation.depth_maps_written(N_FRAMES, CADENCE))

@@ -13,7 +13,7 @@ SHEET_FRAMES = report_pages.sample(len(REPORT_IMAGES), report_pages.SHEET_IMAGES
 GIF_FRAMES = report_pages.sample(len(REPORT_IMAGES), report_pages.GIF_FRAMES)
 HAS_VIDEO = MODE != "None" and not config["skip_video"]
 REPORT_NUMBERS = {"frames": SHEET_FRAMES}
-DEPTH_MAPS = animation.depth_frames_used(N_FRAMES, CADENCE) if USE_DEPTH else []
+DEPTH_MAPS = animation.depth_maps_written(N_FRAMES, CADENCE) if USE_DEPTH else []
 if DEPTH_MAPS:
     REPORT_NUMBERS["depth"] = [DEPTH_MAPS[k] for k in report_pages.sample(len(DEPTH_MAPS), report_pages.SHEET_IMAGES)]
 if MODE == "Video Input":

@@ -1,5 +1,6 @@
 """Threads that fit the job: each job's torch and OpenCV threads are the threads Snakemake gives it, and the rules give
-them by mode (a chain of diffusions all the cores, cadence > 1 half, independent frames one each)."""
+them by mode (a chain of diffusions all the cores, cadence > 1 half unless 3D depth chains the blends, independent
+frames one each)."""
 import re
 
 import cv2
@@ -53,6 +54,10 @@ def test_threads_by_mode(tmp_path):
     cadence = job_threads(tmp_path, "--cores", "4", max_frames=5, diffusion_cadence=2)
     assert cadence["frame"] == {2} and cadence["blend"] == {1}  # blends run beside the next diffusion
     assert job_threads(tmp_path, "--cores", "1", max_frames=5, diffusion_cadence=2)["frame"] == {1}
+    # 3D: each blend predicts the depth map the next blend and diffusion read, a chain again
+    depth_chain = job_threads(tmp_path, "--cores", "4", max_frames=5, diffusion_cadence=2, animation_mode="3D",
+                              depth_algorithm="tiny")
+    assert depth_chain["frame"] == depth_chain["blend"] == {4}
     stills = job_threads(tmp_path, "--cores", "4", animation_mode="None")
     assert stills["still"] == {1}  # independent images: four at once
     pinned = job_threads(tmp_path, "--cores", "4", "--set-threads", "frame=3", max_frames=3)

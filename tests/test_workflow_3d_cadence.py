@@ -105,22 +105,29 @@ def test_unchanged_config_does_nothing(render):
 
 
 def test_motion_edit_at_frame_k_reruns_from_the_diffusion_it_first_affects(render):
-    """translation_x changes from frame 5 on (inside the interval of diffusion 3): depth maps and frames 5..9,
-    diffusions 6 and 9; diffusions 0 and 3, maps and frames 0..4 stay."""
+    """translation_x changes from frame 5 on (inside the interval of diffusion 3): depth maps and frames 5..9
+    (each pair one blend job), diffusions 6 and 9; diffusions 0 and 3, maps and frames 0..4 stay."""
     proc = _dry_run(render, translation_x="0:(2), 4:(2), 5:(3)")
-    assert planned_jobs(proc) == {"frame": 2, "depth": 5, "depth_png": 5, "blend": 5, "video": 1, "schedules": 1,
-                                  "all": 1}
+    assert planned_jobs(proc) == {"frame": 2, "depth_png": 5, "blend": 5, "video": 1, "schedules": 1, "all": 1}
     assert _planned(proc, "diffused") == [6, 9]
     assert _planned(proc, "depth", ".npy") == _planned(proc, "frames") == [5, 6, 7, 8, 9]
-    assert rerun_reasons(proc)["params have changed since last execution"] == {"blend", "depth", "schedules"}
+    assert rerun_reasons(proc)["params have changed since last execution"] == {"blend", "schedules"}
 
 
 def test_prompt_edit_at_a_later_diffusion_leaves_earlier_depth_maps_and_frames_alone(render):
     proc = _dry_run(render, animation_prompts={0: "a red apple", 5: "a yellow banana", 8: "a green pear"})
     # rows 8 and 9 change, but only diffusion 9 reads its prompt: then its depth map and frame 9
-    assert planned_jobs(proc) == {"frame": 1, "depth": 1, "depth_png": 1, "blend": 1, "video": 1, "schedules": 1,
-                                  "all": 1}
+    assert planned_jobs(proc) == {"frame": 1, "depth_png": 1, "blend": 1, "video": 1, "schedules": 1, "all": 1}
     assert _planned(proc, "diffused") == _planned(proc, "depth", ".npy") == _planned(proc, "frames") == [9]
+
+
+def test_depth_key_edit_reruns_every_map_and_the_diffusions_that_read_them(render):
+    """midas_weight changes every map: every blend (which predicts its frame's map) and the diffusions from 3 on,
+    whose inits warp with the maps; diffusion 0 reads none and stays."""
+    proc = _dry_run(render, midas_weight=0.5)
+    assert planned_jobs(proc) == {"frame": 3, "depth_png": N, "blend": N, "video": 1, "schedules": 1, "all": 1}
+    assert _planned(proc, "diffused") == [3, 6, 9]
+    assert _planned(proc, "depth", ".npy") == _planned(proc, "frames") == list(range(N))
 
 
 def test_fps_or_depth_pngs_rerun_nothing_of_the_render(render):
