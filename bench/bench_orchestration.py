@@ -2,6 +2,7 @@
 to plan longer ones, each beside the same DAG with nothing of ours in it. Prints figures, asserts nothing.
 
     .venv/bin/python bench/bench_orchestration.py [--frames 500] [--plan-frames 2000 20000] [--workdir DIR]
+        [--baseline REVISION]
 
 (a) A `--frames` render (64x64, builtin:tiny, steps 1 so the model's share is small) runs as `snakemake` would,
     through the workflow profile, but inside a driver that times, in the same process (jobs are threads of it):
@@ -23,6 +24,9 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     (RSS of the snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile). For
     the first of `--plan-frames`, where the time goes, beside the bare chain (c): both dry runs again through the
     driver, split into Snakemake's start, the Snakefile, the DAG and the dry run's scheduling of every job.
+    --baseline REVISION plans each config with the workflow as it was at that git revision too (exported with git
+    archive, its own modules first on PYTHONPATH) and prints now / then: an issue's figures were measured on another
+    machine, so its code measured here beside ours says what they mean here.
 (c) Snakemake alone, side by side: a Snakefile of the same shape with nothing of ours in it (a chain of as many
     jobs, each with an input function, a params function and a `run:` block that writes 1 KB; the profile's
     options) is planned and run the same way, its run through the same driver (Snakemake's steps timed beside
@@ -237,13 +241,23 @@ def bare_args(workdir: Path, jobs: int, *extra: str) -> list[str]:
     return ["-s", str(folder / "Snakefile"), "-d", str(folder), *BARE_OPTIONS, *extra, "--config", f"jobs={jobs}"]
 
 
-def snakemake_args(config: Path, *extra: str) -> list[str]:
-    return ["-s", str(SNAKEFILE), *extra, "--configfile", str(config)]
+def snakemake_args(config: Path, *extra: str, snakefile: Path = SNAKEFILE) -> list[str]:
+    return ["-s", str(snakefile), *extra, "--configfile", str(config)]
 
 
-def measure(workdir: Path, args: list[str]) -> dict:
+def export_revision(workdir: Path, revision: str) -> Path:
+    """The workflow as it was at git `revision` (Snakefile, profile, rules, modules), exported into workdir."""
+    folder = workdir / f"at_{revision}"
+    if not folder.exists():
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True)
+        folder.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def measure(workdir: Path, args: list[str], **env: str) -> dict:
     out = subprocess.run([sys.executable, "-c", MEASURE, str(SNAKEMAKE), *args], cwd=workdir, check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, env={**os.environ, **env}).stdout
     result = json.loads(out)
     if result["rc"] != 0:
         raise SystemExit(f"snakemake {' '.join(args)} exited {result['rc']}")
@@ -372,9 +386,9 @@ def render(workdir: Path, frames: int, profile: Path | None) -> None:
     print(f"      {'total':62s} {1000 * tm['between'] / n_jobs:5.2f} | {1000 * bare['between'] / n_jobs:5.2f}")
 
 
-def plan(workdir: Path, frame_counts: list[int]) -> None:
+def plan(workdir: Path, frame_counts: list[int], baseline: str | None) -> None:
     """(b) and (c): dry runs of 2D renders of 2 and each of frame_counts frames, of 3D cadence 4 of the first, and
-    of bare chains with as many jobs."""
+    of bare chains with as many jobs; with `baseline`, the same dry runs of the workflow at that git revision."""
     cadence_3d = {"animation_mode": "3D", "diffusion_cadence": 4}
     cases = [("2D", n, {}) for n in (2, *frame_counts)] + [("3D, cadence 4", frame_counts[0], cadence_3d)]
     for label, n, overrides in cases:
@@ -384,6 +398,13 @@ def plan(workdir: Path, frame_counts: list[int]) -> None:
         bare = measure(workdir, bare_args(workdir, jobs, "-n"))
         print(f"(b) dry run, {label:13s} {n:6d} frames ({jobs:6d} jobs): {r['wall']:6.2f} s wall, {r['cpu']:6.2f} s "
               f"CPU, peak {r['max_rss_mib']:5.0f} MiB;  (c) Snakemake alone, {jobs} jobs: {bare['wall']:6.2f} s wall")
+        if baseline:
+            then = export_revision(workdir, baseline)
+            shutil.rmtree(workdir / "output", ignore_errors=True)
+            old = measure(workdir, snakemake_args(config, "-n", snakefile=then / "Snakefile"), PYTHONPATH=str(then))
+            shutil.rmtree(workdir / "output", ignore_errors=True)
+            print(f"    the workflow at {baseline}: {old['wall']:6.2f} s wall, {old['max_rss_mib']:5.0f} MiB; "
+                  f"now / then {r['wall'] / old['wall']:.2f}")
         if n == frame_counts[0]:
             plan_breakdown(workdir, config, jobs)
 
@@ -422,12 +443,14 @@ def main() -> None:
     parser.add_argument("--plan-frames", type=int, nargs="+", default=[2000, 20000], help="frames planned for (b)")
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the render's main thread here")
+    parser.add_argument("--baseline", metavar="REVISION",
+                        help="also plan (b) with the workflow at this git revision, e.g. the one an issue measured")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        plan(workdir, args.plan_frames)
+        plan(workdir, args.plan_frames, args.baseline)
         if args.frames:
             render(workdir, args.frames, args.profile)
 
