@@ -176,7 +176,6 @@ def blend_params(wildcards):
     return {"plan": plan, "motion": motion_rows(plan["prev"], plan["next"]), "settings": BLEND_JOB_SETTINGS}
 
 
-
 # ---- the run ------------------------------------------------------------------------------------------
 
 
