@@ -11,7 +11,7 @@ from deforum_steps import depth_models, gradient_settings, interpolation, masks,
 from deforum_steps import stills, video_input
 from deforum_steps import report as report_pages
 from deforum_steps.config import ConfigError, check_output_folder, load_config, resolve_seed
-from deforum_steps.schedules import build_table
+from deforum_steps.schedules import schedule_columns
 
 min_version("9.0")
 
@@ -52,7 +52,7 @@ else:
             config["seed_behavior"] = "fixed"  # one seed for every frame, as in the notebook: a smooth tween
         elif config["animation_mode"] == "None":
             STILLS = stills.plan(config)
-        SCHEDULES = build_table(config)
+        SCHEDULES = schedule_columns(config)  # {column: its value at every frame}
     except ConfigError as e:
         # One line and a non-zero exit; an exception escaping here would be printed with a traceback.
         sys.exit(f"config error: {e}")

@@ -15,12 +15,15 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from . import io
+
+if TYPE_CHECKING:  # jobs import pandas, planning (which imports this module) does not
+    import pandas as pd
 
 SHEET_IMAGES = 24  # frames on a contact sheet
 SHEET_COLUMNS = 6
@@ -136,6 +139,8 @@ def write_pages(*, frames: Sequence[str], gif_frames: Sequence[str], video: Sequ
             # the sampled frames play in the time the whole video takes
             assemble_gif(gif_frames, gif, fps=fps * len(gif_frames) / max(1, frame_count))
             io.write_text(video_page, video_html(video[0], gif, "the render"))
+    import pandas as pd  # here, not at the top: planning imports this module
+
     io.write_text(schedules_table, table_html(pd.read_csv(schedules, keep_default_na=False), "schedules per frame"))
     rows = pd.DataFrame({"key": list(settings), "value": [repr(v) for v in settings.values()]})
     io.write_text(settings_table, table_html(rows, "resolved settings (settings.yaml)"))

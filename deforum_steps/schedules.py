@@ -19,10 +19,9 @@ import os
 import textwrap
 from collections.abc import Mapping
 from io import BytesIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from deforum_steps import io, settings_export
@@ -43,6 +42,9 @@ from deforum_steps.keyframes import (
     seed_sequence,
 )
 from deforum_steps.samplers import denoise_steps, resolve_sampler
+
+if TYPE_CHECKING:  # planning reads schedule_columns, without pandas (0.4 s at every start); jobs import it
+    import pandas as pd
 
 # The numeric keyframe schedules, evaluated per frame into columns of the same name.
 NUMERIC_SCHEDULES = (
@@ -68,6 +70,15 @@ _COMPARISONS = {"minimum": (np.greater_equal, ">="), "maximum": (np.less_equal, 
 def build_table(cfg: Mapping) -> pd.DataFrame:
     """One row per frame 0..max_frames-1: every evaluated schedule, sampler, prompts, seed and denoising
     steps. `cfg` is a validated config with `seed` already resolved."""
+    import pandas as pd
+
+    columns = schedule_columns(cfg)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(columns["prompt"]), name="frame"))
+
+
+def schedule_columns(cfg: Mapping) -> dict[str, list]:
+    """build_table's columns as plain Python lists (ints, floats, strings), each max_frames long: what planning
+    reads, thousands of jobs' params made of them."""
     n = int(cfg["max_frames"])
     check_frames(n)
     check_plan_memory(_FRAME_COUNT_KEYS.get(cfg["animation_mode"], "max_frames"), n)
@@ -85,7 +96,7 @@ def build_table(cfg: Mapping) -> pd.DataFrame:
         _check_prompts(columns["prompt"], cfg["animation_prompts"])
     columns["seed_schedule"] = _frame_seeds(cfg, n, seed)
     columns["denoise_steps"] = _denoise_column(cfg, columns["strength_schedule"], columns["steps_schedule"])
-    return pd.DataFrame(columns, index=pd.RangeIndex(n, name="frame"))
+    return {key: values.tolist() if isinstance(values, np.ndarray) else list(values) for key, values in columns.items()}
 
 
 def write_records(cfg: Mapping[str, Any], csv: str | os.PathLike, png: str | os.PathLike,
@@ -116,6 +127,8 @@ def record_table(cfg: Mapping, table: pd.DataFrame) -> pd.DataFrame:
     keep = used | set_by_user | {"sampler_schedule", "seed_schedule", "denoise_steps"}
     if cfg["animation_mode"] != "Interpolation":
         return table[[c for c in table if c in keep or c in ("prompt", "negative_prompt")]]
+    import pandas as pd
+
     from .interpolation import key_prompts, plan
 
     keys, frames = key_prompts(cfg), plan(cfg)

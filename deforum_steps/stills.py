@@ -22,7 +22,6 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from . import cpu_threads, io, preview
 from .config import ConfigError
@@ -127,6 +126,8 @@ def make_grid(images: Sequence[np.ndarray], rows: int, padding: int = GRID_PADDI
 def write_table(images: Sequence[Mapping], path: str | os.PathLike) -> None:
     """images/images.csv, the None mode's record: one row per image file with its prompt index, batch item,
     init image, seed, prompt and negative prompt."""
+    import pandas as pd  # here, not at the top: planning imports this module
+
     table = pd.DataFrame(list(images), columns=["prompt_index", "batch_index", "init_image", "seed", "prompt",
                                                 "negative_prompt"])
     table.insert(0, "image", [f"{k:05d}.png" for k in range(len(table))])

@@ -49,7 +49,7 @@ FRAME_RESOURCES = {"tmpdir": tempfile.gettempdir()}
 # (where, prompt, negative prompt) of everything diffused, for log_weighted_subprompts; None and Interpolation
 # mode replace it with their images' and key prompts'.
 RENDERED_PROMPTS = [
-    (f"frame {i}", p, n) for i, p, n in zip(SCHEDULES.index, SCHEDULES["prompt"], SCHEDULES["negative_prompt"])
+    (f"frame {i}", p, n) for i, (p, n) in enumerate(zip(SCHEDULES["prompt"], SCHEDULES["negative_prompt"]))
 ]
 
 
@@ -74,8 +74,8 @@ def depth_path(s):
     return f"{OUT}/depth/{int(s):05d}.npy"
 
 
-# Rows as plain Python values, converted once: thousands of per-frame jobs read them while the DAG is built.
-_ROWS = SCHEDULES.to_dict("records")
+# Each frame's row, made once: thousands of per-frame jobs read them while the DAG is built.
+_ROWS = [dict(zip(SCHEDULES, values)) for values in zip(*SCHEDULES.values())]
 
 
 def frame_params(frame):

@@ -1,6 +1,6 @@
 """The Snakemake process a render runs in (deforum_steps/process.py): idle OpenMP threads sleep, full garbage
 collections wait while the plan is made, jobs run at Python's pace with the plan frozen, no rate limiter for local
-jobs, no last garbage collection at exit."""
+jobs, no last garbage collection at exit, no library that only jobs use imported while planning."""
 import gc
 import inspect
 import subprocess
@@ -83,3 +83,23 @@ def test_a_dry_run_plans_without_full_collections_and_skips_the_last(tmp_path):
 
     assert dry_run("fixed") == "planning: True, frozen: True"  # Python's pace: full collections while planning
     assert dry_run("ours") == "planning: False, frozen: True"
+
+
+# snakemake's main() that prints, as the process ends, which of the libraries only jobs need were imported.
+IMPORTED = """
+import atexit, sys
+atexit.register(lambda: print("imported:", sorted(m for m in ("pandas", "matplotlib", "torch") if m in sys.modules)))
+from snakemake.cli import main
+sys.argv[0] = "snakemake"
+main()
+"""
+
+
+@pytest.mark.parametrize("mode", ["2D", "3D", "None"])
+def test_planning_imports_no_library_only_jobs_need(tmp_path, mode):
+    """pandas (0.4 s), matplotlib and torch (2-3 s) wait for the jobs that use them: a dry run imports none."""
+    write_config(tmp_path, animation_mode=mode, depth_algorithm="tiny", diffusion_cadence=2)
+    proc = subprocess.run([sys.executable, "-c", IMPORTED, "-s", str(SNAKEFILE), "-n", "--configfile",
+                           str(tmp_path / "render.yaml")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, output(proc)[-3000:]
+    assert proc.stdout.splitlines()[-1] == "imported: []"
