@@ -3,7 +3,7 @@
 `depth_algorithm` names a model of the catalogue below, `embedded` (ours, committed in models/depth/), `tiny`
 (random weights, for tests) or `auto`: the first model of AUTO_ORDER whose weights are here (`depth_model_path`,
 or the local Hugging Face cache), else `embedded`. The choice replaces `auto` in the resolved config, so it is in
-settings.yaml and in the depth jobs' params: when other weights appear, auto picks them and depth is redone.
+settings.yaml and the params of the jobs that predict depth: when other weights appear, auto picks them, depth redone.
 Weights are never downloaded; a model named explicitly whose weights are missing is a one-line ConfigError that
 says what to fetch. The webui's names (Midas-3-Hybrid, Zoe, ...) are translated by WEBUI_NAMES (settings
 import); the ones nothing here can serve (LeReS, AdaBins) are refused there, with what to use instead.

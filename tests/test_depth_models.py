@@ -51,7 +51,7 @@ def test_default_is_auto_and_picks_the_embedded_model_on_a_fresh_machine(hf_cach
     assert cfg["depth_algorithm"] == "auto"
     chosen = depth_models.resolve(cfg)
     assert (chosen.name, chosen.source) == ("embedded", str(depth_models.EMBEDDED_DIR))
-    assert cfg["depth_algorithm"] == "embedded"  # what settings.yaml and the depth jobs' params record
+    assert cfg["depth_algorithm"] == "embedded"  # in settings.yaml and depth-predicting jobs' params
     assert chosen.line == ("depth model: embedded, the embedded depth model (models/depth) (auto: no other depth "
                            "model's weights are here; README, 3D depth, says which to fetch)")
 
@@ -162,7 +162,7 @@ def test_3d_from_the_default_config_plans_with_the_embedded_model_and_a_missing_
 
 
 def test_the_choice_is_a_depth_job_setting(hf_cache):
-    """The resolved name is what settings.yaml and the depth jobs' params hold (common.smk picks
+    """The resolved name is what settings.yaml and the params of the jobs that predict depth hold (common.smk picks
     DEPTH_SETTINGS from the resolved config): other weights appearing change it, and so rerun depth."""
     from deforum_steps.dependencies import DEPTH_SETTINGS
 
