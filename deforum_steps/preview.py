@@ -14,6 +14,7 @@ off reruns nothing. The file is not a render artifact and is not recorded in OUT
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -95,10 +96,9 @@ def motion_preview(*, init: Sequence[str], frames: Sequence[str], rows: Sequence
     start = io.read_image(init[0], size=size) if init else test_pattern(*size)
     predict = None
     if settings["animation_mode"] == "3D" and settings["use_depth_warping"]:
-        from .depth import load_depth_model
+        from .depth import predict as predict_depth
 
-        predict = load_depth_model(settings["depth_algorithm"], settings["depth_model_path"],
-                                   settings["map_location"], settings["midas_weight"]).predict
+        predict = functools.partial(predict_depth, settings=settings)
     for path, image in zip(frames, camera_path(start, rows, settings, predict, border=None if init else "wrap")):
         io.write_image(path, image)
 
