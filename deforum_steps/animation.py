@@ -21,6 +21,11 @@ With cadence > 1 the image map s is predicted on is the newer image tween frame 
 frame s warps anyway: that job predicts and writes map s (`blend_frame`). With cadence 1 map s is frame s's
 depth, a job of its own (rules/depth.smk).
 
+Jobs with cadence > 1 start a chain that runs past the last frame d - 1 of an interval from that frame's file
+(`cadence.resumed`): frame d - 1 is diffusion d - c warped up to d - 1 alone (weight 1), so the init of diffusion
+d is frame d - 1 warped once, and the older image of frames d .. d+c-2 is frame d - 1 warped on. The pixels are
+the chains'; each job reads one frame and the depth maps of its remaining steps, not the whole chain's.
+
 Planning imports this module: torch, diffusers and the 3D warp are imported inside the functions that run.
 """
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import color, cpu_threads, io, motion2d, preview
-from .cadence import blend, diffusion_frames, init_plan, tween_plan
+from .cadence import blend, diffusion_frames, init_plan, start, tween_plan
 from .masks import read_mask
 
 # ---- jobs ------------------------------------------------------------------------------------------------
@@ -58,8 +63,9 @@ def first_frame(*, init: Sequence[str], mask: Sequence[str], image: str, row: Ma
 def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[str], mask: Sequence[str],
                     latent: str, image: str, row: Mapping, plan: Mapping, motion: Mapping[int, Mapping],
                     settings: Mapping, threads: int) -> None:
-    """Rule frame, a diffusion d >= cadence:
-    1. warp the previous diffusion through the motion of frames d-c+1..d (3D: with their depth maps);
+    """Rule frame, a diffusion d >= cadence (`plan`: cadence.init_job_plan):
+    1. warp the previous image (`previous`: diffusion d - 1 with cadence 1, else frame d - 1, the previous
+       diffusion warped through frames d-c+1..d-1) by the motion of frame d (3D: with depth map d - 1);
     2. condition it: color coherence to the reference, grayscale, contrast, anti-blur, noise;
     3. encode the init latent and keep it in latents/;
     4. img2img at the frame's strength_schedule (use_mask: white keeps the conditioned init);
@@ -80,10 +86,11 @@ def diffusion_frame(*, previous: str, depth: Sequence[str], reference: Sequence[
     preview.show_frame(image)
 
 
-def blend_frame(*, diffused: Sequence[str], depth: Sequence[str], image: str, plan: Mapping,
+def blend_frame(*, sources: Sequence[str], depth: Sequence[str], image: str, plan: Mapping,
                 motion: Mapping[int, Mapping], settings: Mapping, threads: int, depth_map: str | None = None) -> None:
-    """Rule blend, an output frame i with cadence > 1:
-    1. read its one or two diffused images (and the 3D depth maps blend_depth_frames names);
+    """Rule blend, an output frame i with cadence > 1 (`plan`: cadence.blend_job_plan):
+    1. read the one or two images its warp chains start from (`sources`: the older chain's resumed from the last
+       frame of the interval before, the newer's from its diffusion) and the 3D depth maps blend_depth_frames names;
     2. warp the newer image forward to frame i;
     3. 3D with depth warping (`depth_map` given): predict map i on that image and save it;
     4. warp the older image forward to frame i too (its warp into a diffusion frame i reads map i), cross-fade
@@ -91,10 +98,10 @@ def blend_frame(*, diffused: Sequence[str], depth: Sequence[str], image: str, pl
     from . import depth as depth_stage
 
     cpu_threads.limit(threads)
-    sources = [src for src in (plan["prev"], plan["next"]) if src]
-    images = {src["diffused_at"]: io.read_shared_image(path) for src, path in zip(sources, diffused)}
+    chains = [src for src in (plan["prev"], plan["next"]) if src]
+    images = {start(src): io.read_shared_image(path) for src, path in zip(chains, sources)}
     depths = dict(zip(blend_depth_frames(plan), map(np.load, depth))) if depth_map else None
-    newer = warp_source(images[plan["next"]["diffused_at"]], plan["next"], motion, settings, depths)
+    newer = warp_source(images[start(plan["next"])], plan["next"], motion, settings, depths)
     if depth_map:
         depths[plan["frame"]] = depth_stage.predict(newer, settings)
         io.save_array(depth_map, depths[plan["frame"]])
@@ -150,12 +157,12 @@ def depth_frame(step: int, depth_of: int) -> int:
 
 
 def depth_frames(*sources: Mapping | None) -> list[int]:
-    """The depth maps the warps of plan sources (`{diffused_at, warps, depth_of}`, None skipped) read."""
+    """The depth maps the warps of plan sources (`{diffused_at or frame_at, warps, depth_of}`, None skipped) read."""
     return sorted({depth_frame(t, k) for src in sources if src for t, k in zip(src["warps"], src["depth_of"])})
 
 
 def blend_depth_frames(plan: Mapping) -> list[int]:
-    """The depth map files blend job `plan["frame"]` (`cadence.tween_plan`) reads: its warps' maps but its own,
+    """The depth map files blend job `plan["frame"]` (`cadence.blend_job_plan`) reads: its warps' maps but its own,
     which it predicts (blend_frame)."""
     return [s for s in depth_frames(plan["prev"], plan["next"]) if s != plan["frame"]]
 
@@ -179,7 +186,8 @@ def depth_frames_used(n_frames: int, cadence: int) -> list[int]:
 
 def warp_source(image: np.ndarray, source: Mapping, rows: Mapping[int, Mapping], settings: Mapping,
                 depths: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
-    """A diffused image warped through a plan source (`cadence.init_plan`, or a side of `cadence.tween_plan`):
+    """An image warped through a plan source (`cadence.init_plan`, a side of `cadence.tween_plan`, or one of their
+    job plans' resumed chains), the image it starts from (`cadence.start`):
     one `warp` per frame of `source["warps"]` with `rows[frame]`'s keys, in 3D with the depth map
     `depths[depth_frame(...)]` (depths None: 2D, or a flat scene)."""
     for step, of in zip(source["warps"], source["depth_of"]):
@@ -187,14 +195,15 @@ def warp_source(image: np.ndarray, source: Mapping, rows: Mapping[int, Mapping],
     return image
 
 
-def tween_frame(diffused: Mapping[int, np.ndarray], plan: Mapping, rows: Mapping[int, Mapping],
+def tween_frame(images: Mapping[int, np.ndarray], plan: Mapping, rows: Mapping[int, Mapping],
                 settings: Mapping, depths: Mapping[int, np.ndarray] | None = None,
                 newer: np.ndarray | None = None) -> np.ndarray:
-    """Output frame `plan["frame"]` (`cadence.tween_plan`): its one or two diffused images (`diffused` by
-    frame) each warped through its source, then cross-faded with the plan's weights. `newer`: the newer image
-    already warped (blend_frame predicts a depth map on it first)."""
+    """Output frame `plan["frame"]` (`cadence.tween_plan` or its job plan): the images its one or two sources start
+    from (`images` by `cadence.start`: the diffused images by frame for tween_plan) each warped through its source,
+    then cross-faded with the plan's weights. `newer`: the newer image already warped (blend_frame predicts a depth
+    map on it first)."""
     def warped(source):
-        return None if source is None else warp_source(diffused[source["diffused_at"]], source, rows, settings, depths)
+        return None if source is None else warp_source(images[start(source)], source, rows, settings, depths)
 
     newer = warped(plan["next"]) if newer is None else newer
     return blend(warped(plan["prev"]), newer, plan["prev_weight"], plan["next_weight"])

@@ -18,6 +18,8 @@ warped with the keys of frames d+1 .. t-1, is the one the depth is predicted on.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 
@@ -65,6 +67,38 @@ def init_plan(frame: int, cadence: int) -> dict | None:
         return None
     source = frame - cadence
     return {"diffused_at": source, "warps": list(range(source + 1, frame + 1)), "depth_of": [source] * cadence}
+
+
+def start(source: Mapping) -> int:
+    """The frame whose image a warp chain starts from: its diffusion (`diffused_at`) or, in a job plan, the output
+    frame it resumes from (`frame_at`, `resumed`). With cadence > 1 the two never coincide: a resumed chain starts
+    at the last frame of an interval, d - 1 for a diffusion d."""
+    return source["frame_at"] if "frame_at" in source else source["diffused_at"]
+
+
+def resumed(source: Mapping, cadence: int) -> dict:
+    """A warp chain of diffusion s that runs past its interval's last frame s + c - 1, as a job makes it: from that
+    output frame's image, with the warps after it. That frame is diffusion s warped through s+1 .. s+c-1 and nothing
+    else (its tween weight is 1), so the rest of the chain gives the same pixels from it, and a job reads one frame
+    and the depth maps of the remaining steps instead of the whole chain's. Other chains (and any with cadence 1,
+    where frames are the diffusions) are returned as they are."""
+    skip = cadence - 1  # the warps into s+1 .. s+c-1
+    if cadence == 1 or len(source["warps"]) <= skip:
+        return dict(source)
+    return {"frame_at": source["diffused_at"] + skip, "warps": source["warps"][skip:],
+            "depth_of": source["depth_of"][skip:]}
+
+
+def blend_job_plan(i: int, n_frames: int, cadence: int) -> dict:
+    """tween_plan of frame i with its older image's chain resumed from the last frame of the interval before."""
+    plan = tween_plan(i, n_frames, cadence)
+    return {**plan, "prev": resumed(plan["prev"], cadence) if plan["prev"] else None}
+
+
+def init_job_plan(frame: int, cadence: int) -> dict | None:
+    """init_plan of diffusion `frame`, resumed: with cadence > 1, frame - 1 warped once with the frame's keys."""
+    plan = init_plan(frame, cadence)
+    return None if plan is None else resumed(plan, cadence)
 
 
 def blend(prev: np.ndarray | None, nxt: np.ndarray, prev_weight: float, next_weight: float) -> np.ndarray:

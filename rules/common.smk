@@ -6,7 +6,7 @@ import inspect
 import tempfile
 
 from deforum_steps import animation, batch, io, masks, prompts
-from deforum_steps.cadence import init_plan, tween_plan
+from deforum_steps.cadence import blend_job_plan, init_job_plan
 from deforum_steps.config import ConfigError, OutputBusy, lock_output, output_dir, record_seed
 from deforum_steps.dependencies import (
     ANIMATION_SETTINGS,
@@ -125,6 +125,11 @@ def motion_rows(*sources):
     return {t: pick(frame_params(t), MOTION_COLUMNS[MODE]) for src in sources if src for t in src["warps"]}
 
 
+def start_path(source):
+    """The image a plan source's warp chain starts from: a diffusion, or the output frame it resumes from."""
+    return frame_path(source["frame_at"]) if "frame_at" in source else diffused_path(source["diffused_at"])
+
+
 def color_reference():
     """The image every diffusion's colors are matched to: frame 0 (= diffusion 0), or the configured image."""
     if config["color_coherence"] == "None":
@@ -146,9 +151,9 @@ def first_frame_params(wildcards):
 
 @known_signature
 def diffusion_inputs(wildcards):
-    plan = init_plan(int(wildcards.i), CADENCE)
+    plan = init_job_plan(int(wildcards.i), CADENCE)
     return {
-        "previous": diffused_path(plan["diffused_at"]),
+        "previous": start_path(plan),
         "depth": depth_inputs(plan),
         "reference": color_reference(),
         "mask": mask_input(),
@@ -158,21 +163,21 @@ def diffusion_inputs(wildcards):
 @known_signature
 def diffusion_params(wildcards):
     d = int(wildcards.i)
-    plan = init_plan(d, CADENCE)
+    plan = init_job_plan(d, CADENCE)
     return {"row": frame_params(d), "plan": plan, "motion": motion_rows(plan), "settings": ANIMATION_JOB_SETTINGS}
 
 
 @known_signature
 def blend_inputs(wildcards):
-    plan = tween_plan(int(wildcards.i), N_FRAMES, CADENCE)
-    sources = [src for src in (plan["prev"], plan["next"]) if src]
+    plan = blend_job_plan(int(wildcards.i), N_FRAMES, CADENCE)
+    chains = [src for src in (plan["prev"], plan["next"]) if src]
     depth = [depth_path(s) for s in animation.blend_depth_frames(plan)] if USE_DEPTH else []
-    return {"diffused": [diffused_path(src["diffused_at"]) for src in sources], "depth": depth}
+    return {"sources": [start_path(src) for src in chains], "depth": depth}
 
 
 @known_signature
 def blend_params(wildcards):
-    plan = tween_plan(int(wildcards.i), N_FRAMES, CADENCE)
+    plan = blend_job_plan(int(wildcards.i), N_FRAMES, CADENCE)
     return {"plan": plan, "motion": motion_rows(plan["prev"], plan["next"]), "settings": BLEND_JOB_SETTINGS}
 
 

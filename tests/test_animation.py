@@ -5,8 +5,24 @@ import pytest
 from helpers import SCHEMA, fake_diffusion_output
 
 from deforum_steps import color, motion2d, noise
-from deforum_steps.animation import condition, depth_frames_used, tween_frame, warp, warp_source
-from deforum_steps.cadence import blend, diffusion_frames, init_plan, tween_plan
+from deforum_steps.animation import (
+    blend_depth_frames,
+    condition,
+    depth_frames,
+    depth_frames_used,
+    tween_frame,
+    warp,
+    warp_source,
+)
+from deforum_steps.cadence import (
+    blend,
+    blend_job_plan,
+    diffusion_frames,
+    init_job_plan,
+    init_plan,
+    start,
+    tween_plan,
+)
 from deforum_steps.config import load_config
 from deforum_steps.dependencies import ANIMATION_SETTINGS, MOTION_COLUMNS, WARP_SETTINGS, pick
 from deforum_steps.motion3d import warp_3d
@@ -171,6 +187,20 @@ def test_3d_cadence_with_per_frame_depth_maps_equals_the_reference_loop(cadence)
     for d, init in ref_inits.items():
         assert np.array_equal(init, inits[d]), d
     assert sorted(depths.read) == depth_frames_used(n, cadence)
+
+    # The jobs' plans: a chain past an interval's last frame resumes from that frame's image, and gives the same
+    # pixels reading only the maps the job's inputs name (blend_depth_frames, depth_frames; blend i predicts map i).
+    images = {**diffused, **{i: frames[i] for i in range(n) if cadence > 1 and i % cadence == cadence - 1}}
+    for i in range(n):
+        plan = blend_job_plan(i, n, cadence)
+        depths.read.clear()
+        assert np.array_equal(tween_frame(images, plan, rows, SETTINGS_3D, depths), frames[i]), i
+        assert depths.read - {i} == set(blend_depth_frames(plan)), i
+    for d, init in inits.items():
+        plan = init_job_plan(d, cadence)
+        depths.read.clear()
+        assert np.array_equal(warp_source(images[start(plan)], plan, rows, SETTINGS_3D, depths), init), d
+        assert sorted(depths.read) == depth_frames(plan) == [d - 1], d
 
 
 def test_depth_maps_used():

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from helpers import fake_diffusion_output
 
-from deforum_steps.cadence import blend, diffusion_frames, init_plan, tween_plan
+from deforum_steps.cadence import (
+    blend,
+    blend_job_plan,
+    diffusion_frames,
+    init_job_plan,
+    init_plan,
+    start,
+    tween_plan,
+)
 from deforum_steps.motion2d import warp_2d
 
 
@@ -84,6 +92,20 @@ def test_init_plan():
     assert init_plan(4, 1) == {"diffused_at": 3, "warps": [4], "depth_of": [3]}
     with pytest.raises(ValueError):
         init_plan(5, 3)
+
+
+def test_job_plans_resume_past_the_last_frame_of_an_interval():
+    """A chain that runs past frame d - 1 (diffusion d - c warped up to it, at weight 1) starts from that frame."""
+    assert init_job_plan(8, 4) == {"frame_at": 7, "warps": [8], "depth_of": [4]}
+    p, ref = blend_job_plan(9, 20, 4), tween_plan(9, 20, 4)
+    assert p["prev"] == {"frame_at": 7, "warps": [8, 9], "depth_of": [8, 8]}
+    assert {**p, "prev": ref["prev"]} == ref
+    assert start(p["prev"]) == 7 and start(p["next"]) == 8
+    for i in (0, 3, 7, 11):  # the first interval, and the frames at weight 1: one chain, from its diffusion
+        assert blend_job_plan(i, 20, 4) == tween_plan(i, 20, 4)
+    for i in range(10):  # cadence 1: the frames are the diffusions
+        assert blend_job_plan(i, 10, 1) == tween_plan(i, 10, 1)
+    assert init_job_plan(4, 1) == init_plan(4, 1) and init_job_plan(0, 4) is None
 
 
 def test_depth_of_follows_the_reference_loop():
