@@ -22,15 +22,17 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
 (b) `snakemake -n` from an empty folder, for each of `--plan-frames`: 2D, and 3D with cadence 4 (a diffusion every
     4 frames, a blend per frame that writes its depth map too: 1.25 jobs per frame); wall and CPU time, peak memory
     (RSS of the snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile). For
-    the first of `--plan-frames`, where the time goes, beside the bare chain (c): both dry runs again through the
+    the first of `--plan-frames`, where the time goes, beside Snakemake alone (c): the dry runs again through the
     driver, split into Snakemake's start, the Snakefile, the DAG and the dry run's scheduling of every job.
     --baseline REVISION plans each config with the workflow as it was at that git revision too (exported with git
     archive, its own modules first on PYTHONPATH) and prints now / then: an issue's figures were measured on another
     machine, so its code measured here beside ours says what they mean here.
-(c) Snakemake alone, side by side: a Snakefile of the same shape with nothing of ours in it (a chain of as many
-    jobs, each with an input function, a params function and a `run:` block that writes 1 KB; the profile's
-    options) is planned and run the same way, its run through the same driver (Snakemake's steps timed beside
-    ours). What it costs is Snakemake's own floor: the difference is ours.
+(c) Snakemake alone, side by side, planned and run the same way (the run through the same driver, Snakemake's
+    steps timed beside ours): a chain of as many jobs (each with an input function, a params function and a `run:`
+    block that writes 1 KB; the profile's options), and the same DAG as ours (every job's files and params, as our
+    dry run planned them, with the switches our Snakefile turns on in Snakemake and Python; each job writes 1 KB to
+    each output), for the render and for the first of `--plan-frames`. What the same DAG costs is Snakemake's floor
+    for it: the difference is ours, split into importing torch, the frame jobs' work, the one-off jobs and the rest.
 """
 from __future__ import annotations
 
@@ -148,6 +150,19 @@ def run_wrapper(job_rule, *args, **kwargs):
         timings["last_job_end"] = time.time()
 local.run_wrapper = run_wrapper
 
+if os.environ.get("DAG_SHAPE"):  # the planned DAG, written for the bare workflow of the same shape
+    build_dag = snakemake.workflow.Workflow._build_dag
+
+    def build_and_write_shape(self):
+        build_dag(self)
+        jobs = list(self.dag.jobs)
+        shape = {"rules": {job.rule.name: [str(f) for f in job.rule.output] for job in jobs if job.output},
+                 "targets": [f for job in jobs if not job.output for f in job.input],
+                 "jobs": [{"rule": job.rule.name, "wildcards": dict(job.wildcards_dict), "input": list(job.input),
+                           "params": dict(job.params.items())} for job in jobs if job.output]}
+        open(os.environ["DAG_SHAPE"], "w").write(json.dumps(shape, default=str))
+    snakemake.workflow.Workflow._build_dag = build_and_write_shape
+
 if os.environ.get("MODEL_TIMING"):
     import torch
     from deforum_steps import diffusion
@@ -216,6 +231,45 @@ rule frame:
     run:
         open(output[0], "wb").write(bytes(1024))
 """
+# (c): the same DAG as one of ours (SHAPE: every job's rule, wildcards, input files and params, with each rule's
+# output patterns, as DRIVER writes them), with nothing of ours but the switches our Snakefile turns on in
+# Snakemake and Python (deforum_steps/process.py, known_signature and FRAME_RESOURCES in rules/common.smk), written
+# out here: what that DAG costs Snakemake at best. Each job writes 1 KB to each of its outputs.
+SHAPE_SNAKEFILE = """
+import atexit, gc, inspect, json, sys, tempfile
+sys.setrecursionlimit(100_000)
+RUN_THRESHOLDS = gc.get_threshold()
+gc.set_threshold(*RUN_THRESHOLDS[:2], 1000)
+atexit.register(gc.freeze)
+SHAPE = json.load(open(config["shape"]))
+JOBS = {(job["rule"], json.dumps(job["wildcards"], sort_keys=True)): job for job in SHAPE["jobs"]}
+TMPDIR = tempfile.gettempdir()
+
+def planned(rule, key):
+    def function(wildcards):
+        return JOBS[rule, json.dumps(dict(wildcards.items()), sort_keys=True)][key]
+    function.__signature__ = inspect.signature(function)
+    return function
+
+onstart:
+    workflow.scheduler.job_rate_limiter = None
+    gc.freeze()
+    gc.set_threshold(*RUN_THRESHOLDS)
+
+rule all:
+    input: SHAPE["targets"]
+
+for name, outputs in SHAPE["rules"].items():
+    rule:
+        name: name
+        input: planned(name, "input")
+        output: outputs
+        params: job=planned(name, "params")
+        resources: tmpdir=TMPDIR
+        run:
+            for path in output:
+                open(path, "wb").write(bytes(1024))
+"""
 BARE_OPTIONS = ["--cores", "1", "--force-use-threads", "--scheduler", "greedy", "--nolock", "--quiet", "rules",
                 "host"]
 
@@ -239,6 +293,28 @@ def bare_args(workdir: Path, jobs: int, *extra: str) -> list[str]:
     folder.mkdir(exist_ok=True)
     (folder / "Snakefile").write_text(BARE_SNAKEFILE)
     return ["-s", str(folder / "Snakefile"), "-d", str(folder), *BARE_OPTIONS, *extra, "--config", f"jobs={jobs}"]
+
+
+def write_shape(workdir: Path, config: Path) -> Path:
+    """A folder with the bare workflow of the same DAG as `config`'s: our DAG is planned (a dry run through DRIVER,
+    from an empty output folder) and its shape written there, its files moved into the folder's out/."""
+    folder = workdir / f"shape_{config.stem}"
+    folder.mkdir(exist_ok=True)
+    shutil.rmtree(workdir / "output", ignore_errors=True)
+    driven(workdir, snakemake_args(config, "-n"), DAG_SHAPE=str(folder / "shape.json"))
+    shutil.rmtree(workdir / "output", ignore_errors=True)
+    shape = folder / "shape.json"
+    shape.write_text(shape.read_text().replace(str(workdir / "output"), "out"))
+    (folder / "Snakefile").write_text(SHAPE_SNAKEFILE)
+    return folder
+
+
+def shape_args(folder: Path, *extra: str) -> list[str]:
+    """snakemake arguments for the bare workflow write_shape made in `folder`."""
+    for made in ("out", ".snakemake"):  # every run starts from nothing
+        shutil.rmtree(folder / made, ignore_errors=True)
+    return ["-s", str(folder / "Snakefile"), "-d", str(folder), *BARE_OPTIONS, *extra, "--config",
+            f"shape={folder / 'shape.json'}"]
 
 
 def snakemake_args(config: Path, *extra: str, snakefile: Path = SNAKEFILE) -> list[str]:
@@ -321,7 +397,7 @@ def import_time(*modules: str) -> float:
 
 def render(workdir: Path, frames: int, profile: Path | None) -> None:
     config = write_config(workdir, frames, "render.yaml")
-    shutil.rmtree(workdir / "output" / "render", ignore_errors=True)  # a --workdir used before
+    shape = write_shape(workdir, config)  # from an empty output folder, as the render starts
     wall, tm, lines = driven(workdir, snakemake_args(config), MODEL_TIMING="1", PROFILE=str(profile or ""))
     rules = tm["rules"]
     n_jobs = int(sum(r["jobs"] for r in rules.values()))
@@ -374,16 +450,30 @@ def render(workdir: Path, frames: int, profile: Path | None) -> None:
     print(f"    dry run on the finished render (nothing to do): {noop['wall']:.2f} s wall, {noop['cpu']:.2f} s CPU, "
           f"{noop['max_rss_mib']:.0f} MiB")
     bare_wall, bare, _ = driven(workdir, bare_args(workdir, n_jobs))
-    print(f"(c) Snakemake alone, a chain of {n_jobs} jobs run the same way: {bare_wall:.2f} s wall, "
-          f"{1000 * bare_wall / frames:.1f} ms per frame; startup and planning "
-          f"{bare['first_job_start'] - bare['t0']:.2f} s")
-    print(f"    ours, (wall - model - Snakemake alone) / frames         "
-          f"{1000 * (wall - model - bare_wall) / frames:6.1f} ms")
-    print("    Snakemake's steps around a job, ms (ours | Snakemake alone):")
-    ours_steps, bare_steps = snakemake_steps(tm), snakemake_steps(bare)
+    same_wall, same, _ = driven(workdir, shape_args(shape))
+    print(f"(c) Snakemake alone, run the same way: a chain of {n_jobs} jobs {bare_wall:.2f} s wall "
+          f"({1000 * bare_wall / frames:.1f} ms per frame; startup and planning "
+          f"{bare['first_job_start'] - bare['t0']:.2f} s); the same DAG as ours (its jobs' files and params, 1 KB "
+          f"written to each output) {same_wall:.2f} s wall ({1000 * same_wall / frames:.1f} ms per frame; startup and "
+          f"planning {same['first_job_start'] - same['t0']:.2f} s)")
+    ours = wall - model - same_wall
+    frame_work = (frame["body"] - frame["model"]) - (same["rules"]["frame"]["body"])
+    one_offs = sum(one_off.values()) - sum(r["body"] for name, r in same["rules"].items() if name != "frame")
+    rest = ours - torch_import - frame_work - one_offs
+
+    def ms(seconds: float) -> str:
+        return f"{1000 * seconds / frames:.1f} ms"
+
+    print(f"    ours, (wall - model - Snakemake alone, the same DAG) / frames {ms(ours)}: importing torch "
+          f"{ms(torch_import)}, the frame jobs' work besides the model {ms(frame_work)} (their files, warp, "
+          f"colors, noise; beyond writing 1 KB), the one-off jobs {ms(one_offs)}, the rest {ms(rest)} (Snakemake's "
+          "steps around our jobs beyond the same DAG's, our Snakefile, exit)")
+    print("    Snakemake's steps around a job, ms (ours | Snakemake alone: the chain | the same DAG):")
+    steps = [snakemake_steps(run) for run in (tm, bare, same)]
     for key, what in STEPS:
-        print(f"      {what:62s} {1000 * ours_steps[key] / n_jobs:5.2f} | {1000 * bare_steps[key] / n_jobs:5.2f}")
-    print(f"      {'total':62s} {1000 * tm['between'] / n_jobs:5.2f} | {1000 * bare['between'] / n_jobs:5.2f}")
+        print(f"      {what:62s} {' | '.join(f'{1000 * step[key] / n_jobs:5.2f}' for step in steps)}")
+    totals = " | ".join(f"{1000 * run['between'] / n_jobs:5.2f}" for run in (tm, bare, same))
+    print(f"      {'total':62s} {totals}")
 
 
 def plan(workdir: Path, frame_counts: list[int], baseline: str | None) -> None:
@@ -398,6 +488,12 @@ def plan(workdir: Path, frame_counts: list[int], baseline: str | None) -> None:
         bare = measure(workdir, bare_args(workdir, jobs, "-n"))
         print(f"(b) dry run, {label:13s} {n:6d} frames ({jobs:6d} jobs): {r['wall']:6.2f} s wall, {r['cpu']:6.2f} s "
               f"CPU, peak {r['max_rss_mib']:5.0f} MiB;  (c) Snakemake alone, {jobs} jobs: {bare['wall']:6.2f} s wall")
+        if n == frame_counts[0]:
+            shape = write_shape(workdir, config)
+            same = measure(workdir, shape_args(shape, "-n"))
+            print(f"    (c) Snakemake alone, the same DAG (its jobs' files and params, nothing of ours): "
+                  f"{same['wall']:6.2f} s wall, peak {same['max_rss_mib']:5.0f} MiB; ours / it "
+                  f"{r['wall'] / same['wall']:.2f}")
         if baseline:
             then = export_revision(workdir, baseline)
             shutil.rmtree(workdir / "output", ignore_errors=True)
@@ -406,27 +502,27 @@ def plan(workdir: Path, frame_counts: list[int], baseline: str | None) -> None:
             print(f"    the workflow at {baseline}: {old['wall']:6.2f} s wall, {old['max_rss_mib']:5.0f} MiB; "
                   f"now / then {r['wall'] / old['wall']:.2f}")
         if n == frame_counts[0]:
-            plan_breakdown(workdir, config, jobs)
+            plan_breakdown(workdir, config, jobs, shape)
 
 
-def plan_breakdown(workdir: Path, config: Path, jobs: int) -> None:
-    """Where a dry run's time goes, ours beside the bare chain of as many jobs, both run through DRIVER."""
+def plan_breakdown(workdir: Path, config: Path, jobs: int, shape: Path) -> None:
+    """Where a dry run's time goes, ours beside Snakemake alone (the bare chain of as many jobs, the bare workflow
+    of the same DAG in `shape`), each run through DRIVER."""
     shutil.rmtree(workdir / "output", ignore_errors=True)
-    wall, tm, _ = driven(workdir, snakemake_args(config, "-n"))
-    bare_wall, bare, _ = driven(workdir, bare_args(workdir, jobs, "-n"))
+    runs = [driven(workdir, args)[:2] for args in (snakemake_args(config, "-n"), bare_args(workdir, jobs, "-n"),
+                                                   shape_args(shape, "-n"))]
 
-    def parts(tm: dict, wall: float) -> list[float]:
+    def parts(wall: float, tm: dict) -> list[float]:
         before = tm["snakefile_at"] - tm["t0"]
         setup = tm["planning_at"] - tm["snakefile_at"] - tm["snakefile"]
         return [before, tm["snakefile"], setup, tm["planning"], tm["scheduling"],
                 wall - before - tm["snakefile"] - setup - tm["planning"] - tm["scheduling"]]
 
-    print(f"    where the time goes, s (ours | Snakemake alone; per job, ms), {wall:.2f} | {bare_wall:.2f} s through "
-          "the timing driver:")
-    for (what, each_job), o, b in zip(PLAN_PARTS, parts(tm, wall), parts(bare, bare_wall)):
-        per_job = f"  ({1000 * o / jobs:.2f} | {1000 * b / jobs:.2f} ms a job)" if each_job else ""
-        print(f"      {what:62s} {o:5.2f} | {b:5.2f}{per_job}")
-
+    print("    where the time goes, s (ours | Snakemake alone: a chain of as many jobs | the same DAG; per job, ms), "
+          + " | ".join(f"{wall:.2f}" for wall, _ in runs) + " s through the timing driver:")
+    for (what, each_job), values in zip(PLAN_PARTS, zip(*(parts(*run) for run in runs))):
+        per_job = f"  ({' | '.join(f'{1000 * v / jobs:.2f}' for v in values)} ms a job)" if each_job else ""
+        print(f"      {what:62s} {' | '.join(f'{v:5.2f}' for v in values)}{per_job}")
 
 
 def planned_jobs(workdir: Path, config: Path) -> int:
