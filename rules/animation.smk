@@ -4,8 +4,8 @@ frames d-c+1..d (cadence.init_plan), conditioned (color, contrast, anti-blur, no
 kept in latents/, re-diffused). With c = 1 the diffusion is the frame (frames/); with c > 1 diffusions go to
 diffused/ and rule blend makes every frame < max_frames from the one or two diffusions cadence.tween_plan names,
 each warped forward, cross-faded. A chain past frame d - 1 starts from that frame's file, which is diffusion
-d - c warped up to d - 1 (cadence.resumed): a diffusion reads frame d - 1, a blend of frames d .. d+c-2 frame d - 1
-and diffusion d. 3D warps read depth maps: with c > 1 each blend job predicts its frame's on
+d - c warped up to d - 1 (cadence.resumed): diffusion d reads frame d - 1, and so do the blends of frames
+d .. d+c-2, beside diffusion d. 3D warps read depth maps: with c > 1 each blend job predicts its frame's on
 the newer image it warps (deforum_steps/animation.py), with c = 1 rules/depth.smk makes them. Each job's params
 are its own row, the motion columns of the frames its warps apply and the settings that change it
 (deforum_steps/dependencies.py), so an edit at frame k reruns from k on only. Inputs and params: rules/common.smk."""
