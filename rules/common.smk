@@ -115,9 +115,9 @@ BLEND_DEPTH_OUTPUT = {"depth_map": f"{OUT}/depth/{{i}}.npy"} if USE_DEPTH else {
 BLEND_THREADS = MODEL_THREADS if USE_DEPTH else 1
 
 
-def depth_inputs(*sources):
-    """The depth map files the warps of these plan sources read."""
-    return [depth_path(s) for s in animation.depth_frames(*sources)] if USE_DEPTH else []
+def depth_inputs(maps):
+    """The files of these depth maps, when the render's warps read depth maps."""
+    return [depth_path(s) for s in maps] if USE_DEPTH else []
 
 
 def motion_rows(*sources):
@@ -154,7 +154,7 @@ def diffusion_inputs(wildcards):
     plan = init_job_plan(int(wildcards.i), CADENCE)
     return {
         "previous": start_path(plan),
-        "depth": depth_inputs(plan),
+        "depth": depth_inputs(animation.depth_frames(plan)),
         "reference": color_reference(),
         "mask": mask_input(),
     }
@@ -171,8 +171,7 @@ def diffusion_params(wildcards):
 def blend_inputs(wildcards):
     plan = blend_job_plan(int(wildcards.i), N_FRAMES, CADENCE)
     chains = [src for src in (plan["prev"], plan["next"]) if src]
-    depth = [depth_path(s) for s in animation.blend_depth_frames(plan)] if USE_DEPTH else []
-    return {"sources": [start_path(src) for src in chains], "depth": depth}
+    return {"sources": [start_path(src) for src in chains], "depth": depth_inputs(animation.blend_depth_frames(plan))}
 
 
 @known_signature
