@@ -2,7 +2,9 @@
 preview of a render (display_samples, show_sample_per_step)."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import subprocess
 import sys
 
@@ -144,6 +146,24 @@ def test_preview_png_is_replaced_atomically(tmp_path):
         assert io.read_image(tmp_path / "preview.png")[0, 0, 0] == 20
         assert sorted(p.name for p in tmp_path.iterdir()) == ["diffused", "frames", "preview.png"]  # no temp file
         assert preview.step_callback(lambda latent: latent) is None  # steps only with show_sample_per_step
+    finally:
+        preview.start_live(tmp_path, {"display_samples": False, "show_sample_per_step": False})
+
+
+def test_preview_png_is_the_frame_file_itself_or_a_copy_without_hard_links(tmp_path, monkeypatch):
+    preview.start_live(tmp_path, {"display_samples": True, "show_sample_per_step": False})
+    try:
+        io.write_image(tmp_path / "frames" / "00001.png", np.full((8, 8, 3), 10, np.uint8))
+        mode = (tmp_path / "frames" / "00001.png").stat().st_mode
+        preview.show_frame(tmp_path / "frames" / "00001.png")
+        assert (tmp_path / "preview.png").samefile(tmp_path / "frames" / "00001.png")  # a link, not a second file
+        assert (tmp_path / "frames" / "00001.png").stat().st_mode == mode
+        monkeypatch.setattr(os, "link", lambda *args: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
+        io.write_image(tmp_path / "frames" / "00002.png", np.full((8, 8, 3), 20, np.uint8))
+        preview.show_frame(tmp_path / "frames" / "00002.png")
+        assert not (tmp_path / "preview.png").samefile(tmp_path / "frames" / "00002.png")
+        assert (tmp_path / "preview.png").read_bytes() == (tmp_path / "frames" / "00002.png").read_bytes()
+        assert (tmp_path / "frames" / "00001.png").stat().st_nlink == 1  # the last preview let go of frame 1
     finally:
         preview.start_live(tmp_path, {"display_samples": False, "show_sample_per_step": False})
 
