@@ -3,6 +3,7 @@ render are found when the next run starts and rendered again with what depends o
 files of a killed run are removed; the video refuses a frame that does not decode; a full disk fails with one
 line and the same command finishes the render once there is space again."""
 import hashlib
+import os
 import shutil
 import subprocess
 import textwrap
@@ -172,16 +173,9 @@ def test_check_render_keeps_touched_files_whose_content_is_unchanged(tmp_path):
 
 def test_write_is_read_back_before_it_counts(tmp_path, monkeypatch):
     """A writer that drops bytes without an error (cv2.imwrite on a full disk did) is caught: nothing is left."""
-    real_open = open
-
-    def short_writes(path, mode="r", *args, **kwargs):
-        f = real_open(path, mode, *args, **kwargs)
-        if "w" in mode:
-            write = f.write
-            f.write = lambda data: write(data[: len(data) // 2])
-        return f
-
-    monkeypatch.setattr("builtins.open", short_writes)
+    real_write = os.write
+    # half the bytes written, all of them reported
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[: len(data) // 2]) and len(data))
     with pytest.raises(io.WriteError, match=r"^cannot write .*a\.png: \d+ of \d+ bytes read back as written$"):
         io.write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
     monkeypatch.undo()

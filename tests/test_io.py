@@ -1,5 +1,6 @@
 import os
 
+import cv2
 import numpy as np
 import pytest
 
@@ -46,11 +47,24 @@ def test_a_written_image_is_read_back_without_decoding(tmp_path, monkeypatch):
     rgb = np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)
     io.write_image(tmp_path / "00004.png", rgb)
     rgb[:] = 0  # the caller's array may change after the write: what was written is kept
-    monkeypatch.setattr(io, "read_image", lambda *args, **kwargs: pytest.fail("decoded again"))
+    monkeypatch.setattr(io, "_decode", lambda *args, **kwargs: pytest.fail("decoded again"))
     kept = io.read_shared_image(tmp_path / "00004.png")
     monkeypatch.undo()
     np.testing.assert_array_equal(kept, io.read_image(tmp_path / "00004.png"))  # the very pixels of the file
     assert kept.any() and not kept.flags.writeable
+
+
+def test_a_touched_image_is_read_from_memory_and_one_written_over_is_decoded(tmp_path, monkeypatch):
+    path = tmp_path / "00004.png"
+    io.write_image(path, np.full((8, 12, 3), 10, np.uint8))
+    os.utime(path, ns=(10**18, 10**18))  # Snakemake touches every output of a job when it ends
+    decoded = []
+    decode = io._decode
+    monkeypatch.setattr(io, "_decode", lambda *args: decoded.append(args[1]) or decode(*args))
+    assert (io.read_shared_image(path) == 10).all() and decoded == []
+    cv2.imwrite(str(path), np.full((8, 12, 3), 30, np.uint8))  # another program writes over it
+    assert (io.read_shared_image(path) == 30).all() and decoded == [os.path.abspath(path)]
+    assert (io.read_shared_image(path) == 30).all() and len(decoded) == 1  # that version is kept in turn
 
 
 def test_read_image_resizes_only_when_asked(tmp_path):
