@@ -1,4 +1,5 @@
 import hashlib
+import os
 import subprocess
 
 import numpy as np
@@ -120,6 +121,21 @@ def test_assemble_video_exact_frames_in_given_order(tmp_path):
     for p, i in zip(got, range(9, -1, -1)):
         assert np.abs(mean_color(p) - color(i)).max() < 4  # lossy yuv420p round trip
     assert [p.name for p in out.parent.iterdir()] == ["video.mp4"]
+
+
+@pytest.mark.parametrize("folder", ["frames", "100%/frames"])
+def test_assemble_video_of_a_numbered_folder_takes_the_first_frames_only(tmp_path, folder, monkeypatch):
+    frames = [tmp_path / folder / f"{i:05d}.png" for i in range(8)]
+    for i, path in enumerate(frames):  # a render's frames/, 2 more frames than the video takes
+        io.write_image(path, np.full((24, 32, 3), color(i), np.uint8))
+    links = []
+    symlink = os.symlink
+    monkeypatch.setattr(os, "symlink", lambda *args: links.append(args) or symlink(*args))
+    video.assemble_video(frames[:6], tmp_path / "v.mp4", fps=12, **ENCODING)
+    assert len(links) == (6 if "%" in folder else 0)  # ffmpeg reads frames/%05d.png itself; "100%" is no pattern
+    assert video.probe_video(tmp_path / "v.mp4").n_frames == 6
+    got = video.extract_frames(tmp_path / "v.mp4", tmp_path / "back", list(range(6)))
+    assert all(np.abs(mean_color(p) - color(i)).max() < 4 for i, p in enumerate(got))
 
 
 def test_assemble_odd_size_and_fractional_fps(tmp_path):
