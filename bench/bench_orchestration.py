@@ -26,7 +26,8 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     driver, split into Snakemake's start, the Snakefile, the DAG and the dry run's scheduling of every job.
     --baseline REVISION plans each config with the workflow as it was at that git revision too (exported with git
     archive, its own modules first on PYTHONPATH) and prints now / then: an issue's figures were measured on another
-    machine, so its code measured here beside ours says what they mean here.
+    machine, so its code measured here beside ours says what they mean here. The render of (a) is then made with it
+    too, in turn with ours (then, now, then), where that revision has the model calls the driver times.
 (c) Snakemake alone, side by side, planned and run the same way (the run through the same driver, Snakemake's
     steps timed beside ours): a chain of as many jobs (each with an input function, a params function and a `run:`
     block that writes 1 KB; the profile's options), and the same DAG as ours (every job's files and params, as our
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +53,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+DIFFUSION = Path("deforum_steps") / "diffusion.py"
 
 # snakemake's main() with job bodies, model calls and Snakemake's own per-job steps timed; the sums are written to
 # $TIMINGS at exit. With MODEL_TIMING unset (the bare chain) nothing of ours is imported.
@@ -395,7 +398,7 @@ def import_time(*modules: str) -> float:
     return time.perf_counter() - t
 
 
-def render(workdir: Path, frames: int, profile: Path | None) -> None:
+def render(workdir: Path, frames: int, profile: Path | None, baseline: str | None) -> None:
     config = write_config(workdir, frames, "render.yaml")
     shape = write_shape(workdir, config)  # from an empty output folder, as the render starts
     wall, tm, lines = driven(workdir, snakemake_args(config), MODEL_TIMING="1", PROFILE=str(profile or ""))
@@ -474,6 +477,28 @@ def render(workdir: Path, frames: int, profile: Path | None) -> None:
         print(f"      {what:62s} {' | '.join(f'{1000 * step[key] / n_jobs:5.2f}' for step in steps)}")
     totals = " | ".join(f"{1000 * run['between'] / n_jobs:5.2f}" for run in (tm, bare, same))
     print(f"      {'total':62s} {totals}")
+    if baseline:
+        render_beside(workdir, config, frames, baseline, (wall - model) / frames)
+
+
+def render_beside(workdir: Path, config: Path, frames: int, revision: str, first: float) -> None:
+    """The render of (a) with the workflow at git `revision`, in turn with ours (then, now, then): on a busy machine
+    only renders run close together compare. Overhead per frame as in (a), its model calls timed the same way."""
+    then = export_revision(workdir, revision)
+    if not {"def encode(", "def generate("} <= set(re.findall(r"^def \w+\(", (then / DIFFUSION).read_text(), re.M)):
+        print(f"    (the workflow at {revision} is not rendered: it has no diffusion.encode and generate to time)")
+        return
+    overheads: dict[str, list[float]] = {"now": [first], "then": []}
+    for who in ("then", "now", "then"):
+        shutil.rmtree(workdir / "output", ignore_errors=True)
+        old = who == "then"
+        wall, tm, _ = driven(workdir, snakemake_args(config, snakefile=then / "Snakefile" if old else SNAKEFILE),
+                             MODEL_TIMING="1", **({"PYTHONPATH": str(then)} if old else {}))
+        overheads[who].append((wall - sum(r["model"] for r in tm["rules"].values())) / frames)
+    now, old = (" and ".join(f"{1000 * o:.1f}" for o in overheads[who]) for who in ("now", "then"))
+    print(f"    beside the workflow at {revision} (rendered in turn: now, then, now, then): overhead per frame "
+          f"{now} ms now, {old} ms then; now / then {min(overheads['now']) / min(overheads['then']):.2f} "
+          "(fastest of each)")
 
 
 def plan(workdir: Path, frame_counts: list[int], baseline: str | None) -> None:
@@ -540,7 +565,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the render's main thread here")
     parser.add_argument("--baseline", metavar="REVISION",
-                        help="also plan (b) with the workflow at this git revision, e.g. the one an issue measured")
+                        help="also plan (b) and render (a) with the workflow at this git revision, e.g. the one an "
+                             "issue measured (its render only where it has diffusion.encode and generate to time)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -548,7 +574,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         plan(workdir, args.plan_frames, args.baseline)
         if args.frames:
-            render(workdir, args.frames, args.profile)
+            render(workdir, args.frames, args.profile, args.baseline)
 
 
 if __name__ == "__main__":
