@@ -136,7 +136,7 @@ def show_frame(path: str | os.PathLike) -> None:
     """Make the image a job has just written the live preview when it is an output frame (frames/) or image
     (images/), not an intermediate diffusion of cadence. The file itself, hard-linked: encoding the PNG a second time
     took 13.6 ms at 512x512, and even copying its bytes 1.5 ms a frame at 64x64 (a new file, and the last preview's
-    freed), a link 0.03 ms (measured); a copy where the file system has no hard links."""
+    data freed), a link 0.03 ms (measured); a copy where the file system has no hard links."""
     path = Path(path)
     if path.parent.name not in ("frames", "images"):
         return

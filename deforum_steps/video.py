@@ -245,8 +245,8 @@ def _image_sequence_input(frame_paths: Sequence[str | os.PathLike], fps: float, 
         folder = link_dir
         for i, p in enumerate(frame_paths):
             os.symlink(Path(p).resolve(), link_dir / f"{i:05d}{suffix}")
-    return ["-framerate", _framerate(fps), "-start_number", "0", "-i", str(folder / f"%05d{suffix}"),
-            "-frames:v", str(len(frame_paths))]
+    return ["-framerate", _framerate(fps), "-pattern_type", "sequence", "-start_number", "0",
+            "-i", str(folder / f"%05d{suffix}"), "-frames:v", str(len(frame_paths))]
 
 
 def assemble_video(frame_paths: Sequence[str | os.PathLike], out_mp4: str | os.PathLike, *, fps: float, crf: int,

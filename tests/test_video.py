@@ -123,7 +123,7 @@ def test_assemble_video_exact_frames_in_given_order(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["video.mp4"]
 
 
-@pytest.mark.parametrize("folder", ["frames", "100%/frames"])
+@pytest.mark.parametrize("folder", ["frames", "100%/frames", "take [2] *final*/frames"])
 def test_assemble_video_of_a_numbered_folder_takes_the_first_frames_only(tmp_path, folder, monkeypatch):
     frames = [tmp_path / folder / f"{i:05d}.png" for i in range(8)]
     for i, path in enumerate(frames):  # a render's frames/, 2 more frames than the video takes
