@@ -123,3 +123,24 @@ def test_unsharp_threshold_keeps_low_contrast_pixels():
     np.testing.assert_array_equal(out[diff < 6], img[diff < 6])
     np.testing.assert_array_equal(out[diff >= 6], unsharp_mask(img, 5, 1.0, 1.0, 0)[diff >= 6])
     assert (diff < 6).any() and (diff >= 6).any()
+
+
+def test_a_shared_reference_is_converted_once_with_the_same_result(monkeypatch):
+    rng = np.random.default_rng(3)
+    image, reference = (rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2))
+    expected = {mode: match_colors(image, reference, mode) for mode in ("LAB", "HSV")}  # a writeable reference
+    conversions = []  # for each conversion: whether it converted the shared reference
+    convert = cv2.cvtColor
+
+    def counted(array, code):
+        conversions.append(array is shared)
+        return convert(array, code)
+
+    monkeypatch.setattr(cv2, "cvtColor", counted)
+    shared = reference.copy()
+    shared.flags.writeable = False  # as io.read_shared_image gives it to every diffusion
+    for mode in ("LAB", "LAB", "HSV", "LAB"):
+        np.testing.assert_array_equal(match_colors(image, shared, mode), expected[mode])
+    assert conversions.count(True) == 3  # LAB once, HSV once, LAB again after HSV
+    np.testing.assert_array_equal(match_colors(image, reference, "LAB"), expected["LAB"])
+    assert conversions.count(False) == 4 * 2 + 3  # the image there and back each call; a writeable reference each time
