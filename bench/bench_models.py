@@ -9,14 +9,20 @@ decode_latent), the reference is StableDiffusionImg2ImgPipeline made of the same
 scheduler (Euler), the number of UNet calls (counted and printed) and the threads are the same.
 
     nice -n 19 .venv/bin/python bench/bench_models.py [--small] [--size 256] [--steps 6] [--strength 0.5]
-        [--frames 2] [--repeats 2] [--threads 1] [--workdir DIR]
+        [--frames 2] [--repeats 2] [--threads 1] [--workdir DIR] [--first-load]
 
---small uses builtin:tiny's architecture (seconds, a few MB) for a quick look.
+--small uses builtin:tiny's architecture (seconds, a few MB) for a quick look. --first-load times, instead, a
+render's first load of each model file and of builtin:toy, diffusers' import included, each in a new process: as
+a job loads it (models.get_pipeline: full garbage collections held, the model then frozen, process.loading_model)
+beside the same load at Python's pace of collections (models.load_pipeline alone), in turn, --repeats times.
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from functools import partial
@@ -82,6 +88,37 @@ def load(path: Path, model_config: str) -> models.Pipeline:
     return models.load_pipeline(settings)
 
 
+# A new process's first load of a model (argv: model, model_config, how), its seconds printed.
+FIRST_LOAD = """
+import sys, time
+import torch
+from deforum_steps import models
+from deforum_steps.dependencies import MODEL_SETTINGS
+model, model_config, how = sys.argv[1:]
+settings = dict.fromkeys(MODEL_SETTINGS, False) | {"model": model, "model_config": model_config,
+                                                    "map_location": "cpu", "dtype": "fp32"}
+start = time.perf_counter()
+(models.get_pipeline if how == "held" else models.load_pipeline)(settings)
+print(time.perf_counter() - start)
+"""
+
+
+def first_loads(files: dict[str, Path], model_config: str, repeats: int) -> None:
+    """Each model's first load in a new process, as a render's job makes it and at Python's pace, in turn."""
+    print("a new process's first load, diffusers' import included, s: as a job (full collections held, then frozen) "
+          "| at Python's pace")
+    for name, model in {**{k: str(v) for k, v in files.items()}, "builtin:toy": "builtin:toy"}.items():
+        times = {"held": [], "pace": []}
+        for r in range(repeats):
+            for how in ("held", "pace") if r % 2 == 0 else ("pace", "held"):
+                out = subprocess.run([sys.executable, "-c", FIRST_LOAD, model, model_config if model != "builtin:toy"
+                                      else "", how], capture_output=True, text=True, check=True).stdout
+                times[how].append(float(out.split()[-1]))
+        held, pace = (statistics.median(times[k]) for k in ("held", "pace"))
+        print(f"load {name:>16}: {held:6.2f} | {pace:6.2f}  held / pace {held / pace:.2f}  "
+              f"({', '.join(f'{a:.2f}|{b:.2f}' for a, b in zip(times['held'], times['pace']))})")
+
+
 def init_image(size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
     return np.stack([xx * 255 // size, yy * 255 // size, (xx + yy) * 127 // size], -1).astype(np.uint8)
@@ -128,6 +165,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the model files are kept (default: the temp dir, per size)")
+    parser.add_argument("--first-load", action="store_true",
+                        help="time a render's first load of each model instead (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.small and available_gib() < FULL_GIB:
@@ -135,6 +174,8 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.gettempdir()) / f"deforum_bench_models_{'small' if args.small else 'sd15'}"
     files = model_files(workdir, args.small)
     model_config = str(files["diffusers folder"]) if args.small else ""  # the shipped sd1 configs for SD 1.5
+    if args.first_load:
+        return first_loads(files, model_config, args.repeats)
 
     print(f"{'builtin:tiny' if args.small else 'SD 1.5'} architecture, random weights; {torch.get_num_threads()} "
           "thread(s)")

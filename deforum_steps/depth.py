@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
-from . import cpu_threads, depth_models, io
+from . import cpu_threads, depth_models, io, process
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -203,13 +203,14 @@ def _network(algorithm: str, model_path: str, device: torch.device) -> tuple[tor
     with _networks_lock:
         if key not in _networks:
             found = depth_models.find(algorithm, model_path)
-            if found.name == "tiny":
-                net, preprocess = tiny_network(), midas_preprocess(64)
-            elif found.name == "embedded":
-                net, preprocess = embedded_network(found.source)
-            else:
-                net, preprocess = _load_pretrained(found.spec, found.source)
-            _networks[key] = (net.to(device), preprocess, found.spec.convention)
+            with process.loading_model():  # kept until the process ends
+                if found.name == "tiny":
+                    net, preprocess = tiny_network(), midas_preprocess(64)
+                elif found.name == "embedded":
+                    net, preprocess = embedded_network(found.source)
+                else:
+                    net, preprocess = _load_pretrained(found.spec, found.source)
+                _networks[key] = (net.to(device), preprocess, found.spec.convention)
         return _networks[key]
 
 

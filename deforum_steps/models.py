@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from . import process
 from .config import ConfigError
 from .dependencies import MODEL_SETTINGS, pick
 from .model_files import CONFIGS_DIR, checkpoint_config, model_location
@@ -92,9 +93,12 @@ def get_pipeline(cfg: Mapping) -> Pipeline:
     key = tuple(settings.values())
     with _lock:
         if _loaded is None or _loaded[0] != key:
-            _loaded = None  # one model per process: drop the previous one before loading the next
+            if _loaded is not None:  # one model per process: free the previous one before loading the next
+                _loaded = None
+                process.release_frozen()
             started = time.perf_counter()
-            _loaded = (key, load_pipeline(settings))
+            with process.loading_model():
+                _loaded = (key, load_pipeline(settings))
             log_load(settings["model"], time.perf_counter() - started)
         return _loaded[1]
 

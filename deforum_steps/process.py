@@ -1,10 +1,14 @@
-"""The Snakemake process a render runs in: settings made when the Snakefile loads and when the jobs start.
+"""The Snakemake process a render runs in: settings made when the Snakefile loads, when the jobs start and while a
+job loads a model.
 
 Jobs run as threads of this process (force-use-threads), so these settings are theirs too.
 """
 import atexit
+import contextlib
 import gc
 import os
+import threading
+from collections.abc import Iterator
 
 # Python's pace of garbage collection, which the jobs run with.
 RUN_THRESHOLDS = gc.get_threshold()
@@ -42,3 +46,40 @@ def start_jobs(workflow) -> None:
         workflow.scheduler.job_rate_limiter = None
     gc.freeze()
     gc.set_threshold(*RUN_THRESHOLDS)
+
+
+_loads = 0  # loading_model blocks running now, in any job's thread
+_loads_lock = threading.Lock()
+_thresholds_before_loads = RUN_THRESHOLDS
+
+
+@contextlib.contextmanager
+def loading_model() -> Iterator[None]:
+    """Around loading a model that stays loaded (its library's modules imported, its network built): full garbage
+    collections wait, as while planning, and what the load made is then frozen out of them. A load makes hundreds of
+    thousands of objects and frees few, so each full collection during it walked them all again for nothing: a
+    process's first load of a builtin:tiny-size model took 3.2-3.3 s, now 2.6-2.8 s (bench/bench_models.py --small
+    --first-load). Concurrent loads (jobs are threads) share one hold: Python's pace is back when the last ends.
+    Whoever drops a model made here calls release_frozen, or the model's reference cycles are never freed."""
+    global _loads, _thresholds_before_loads
+    with _loads_lock:
+        if _loads == 0:
+            _thresholds_before_loads = gc.get_threshold()
+            gc.set_threshold(*_thresholds_before_loads[:2], PLAN_THRESHOLDS[2])
+        _loads += 1
+    try:
+        yield
+    finally:
+        with _loads_lock:
+            _loads -= 1
+            if _loads == 0:
+                gc.freeze()
+                gc.set_threshold(*_thresholds_before_loads)
+
+
+def release_frozen() -> None:
+    """After dropping a model that loading_model froze: a diffusers pipeline can need the cycle collector, which
+    skips frozen objects. Everything frozen is collected once (the dropped model freed), then frozen again."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

@@ -1,3 +1,4 @@
+import gc
 import hashlib
 import json
 import os
@@ -5,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,24 @@ def test_get_pipeline_loads_once_per_settings(monkeypatch):
     for key in MODEL_SETTINGS:  # every model setting is required: no default outside the schema
         with pytest.raises(KeyError, match=key):
             models.get_pipeline({k: v for k, v in cfg.items() if k != key})
+
+
+def test_the_process_pipeline_is_frozen_and_freed_when_replaced(monkeypatch):
+    """The pipeline a render keeps is out of garbage collections (process.loading_model); a model switch frees the
+    one it replaces, even one that only the cycle collector can free (as the first pipeline a process builds)."""
+
+    class Pipeline:
+        def __init__(self, settings):
+            self.unet = {"pipeline": self, "model": settings["model"]}
+
+    monkeypatch.setattr(models, "load_pipeline", Pipeline)
+    monkeypatch.setattr(models, "_loaded", None)
+    first = models.get_pipeline(TINY)
+    assert not any(o is first.unet for o in gc.get_objects())
+    replaced = weakref.ref(first)
+    del first
+    second = models.get_pipeline({**TINY, "model": "other"})
+    assert replaced() is None and models._loaded[1] is second
 
 
 def test_importing_loads_no_model():

@@ -1,10 +1,13 @@
 """The Snakemake process a render runs in (deforum_steps/process.py): idle OpenMP threads sleep, full garbage
-collections wait while the plan is made, jobs run at Python's pace with the plan frozen, no rate limiter for local
-jobs, no last garbage collection at exit, no library that only jobs use imported while planning."""
+collections wait while the plan is made and while a model loads, jobs run at Python's pace with the plan and the
+models frozen, no rate limiter for local jobs, no last garbage collection at exit, no library that only jobs use
+imported while planning."""
 import gc
 import inspect
 import subprocess
 import sys
+import threading
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -36,6 +39,59 @@ def test_full_collections_wait_for_the_plan_and_jobs_run_at_pythons_pace(gc_sett
     process.start_jobs(SimpleNamespace(local_exec=True, scheduler=SimpleNamespace(job_rate_limiter=None)))
     assert gc.get_threshold() == default
     assert gc.get_freeze_count() > 0  # the plan, out of the render's collections
+
+
+class Cycle:
+    """An object only the cycle collector frees, as a diffusers pipeline."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_full_collections_wait_while_a_model_loads_which_is_then_frozen(gc_settings_after):
+    default = gc.get_threshold()
+    with process.loading_model():
+        assert gc.get_threshold() == (*default[:2], 1000)
+        model = Cycle()
+    assert gc.get_threshold() == default
+    assert not any(o is model for o in gc.get_objects())  # frozen: no later collection walks it
+    with pytest.raises(RuntimeError), process.loading_model():
+        raise RuntimeError("a load that fails")
+    assert gc.get_threshold() == default
+
+
+def test_concurrent_loads_share_one_hold(gc_settings_after):
+    """Jobs are threads: Python's pace is back when the last of two overlapping loads ends, not the first."""
+    default = gc.get_threshold()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first_load():
+        with process.loading_model():
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    thread = threading.Thread(target=first_load)
+    thread.start()
+    first_in.wait(10)
+    with process.loading_model():
+        second_in.set()
+        first_out.wait(10)
+        assert gc.get_threshold() == (*default[:2], 1000)
+    thread.join()
+    assert gc.get_threshold() == default
+
+
+def test_a_dropped_model_is_freed(gc_settings_after):
+    with process.loading_model():
+        model = Cycle()
+    dropped = weakref.ref(model)
+    del model
+    gc.collect()
+    assert dropped() is not None  # frozen: the collector skips it
+    process.release_frozen()
+    assert dropped() is None
+    assert gc.get_freeze_count() > 0  # what is still alive frozen again
 
 
 def test_local_jobs_are_not_rate_limited(gc_settings_after):
