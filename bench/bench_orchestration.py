@@ -16,9 +16,11 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     own work besides the model; once, the startup (with Snakemake's and torch's imports, measured apart), planning,
     the one-off jobs (schedules and their plot, the video) and the exit. On a busy machine wall times count waiting
     for a core, so the CPU time spent outside job bodies is printed as well (process CPU - the job threads' CPU;
-    torch runs on one thread for that). --profile writes a cProfile of the main thread (Snakefile, DAG, scheduler;
-    its waits include the GIL held by a running job) to see where that time goes. Last, a dry run on the finished
-    render: every job's records are checked and nothing is to be done.
+    torch runs on one thread for that). So is the price of a new file in the work folder, before and after the
+    render: a frame creates six, and on a virtual disk that price moves with the disk's state. --profile writes a
+    cProfile of the main thread (Snakefile, DAG, scheduler; its waits include the GIL held by a running job) to see
+    where that time goes. Last, a dry run on the finished render: every job's records are checked and nothing is to
+    be done.
 (b) `snakemake -n` from an empty folder, for each of `--plan-frames`: 2D, and 3D with cadence 4 (a diffusion every
     4 frames, a blend per frame that writes its depth map too: 1.25 jobs per frame); wall and CPU time, peak memory
     (RSS of the snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile). For
@@ -398,10 +400,29 @@ def import_time(*modules: str) -> float:
     return time.perf_counter() - t
 
 
+def file_create_ms(folder: Path, files: int = 200) -> float:
+    """The file system's price of a new file in `folder`, ms (median): create, write 9 KB (a 64x64 frame's PNG),
+    close. On a virtual disk it moves with the disk's state (0.03-1 ms on one machine within an hour), and a
+    frame creates six: its two outputs, Snakemake's two incomplete markers and two metadata records."""
+    probe = folder / "create_probe"
+    probe.mkdir(parents=True, exist_ok=True)
+    times = []
+    for i in range(files):
+        t = time.perf_counter()
+        fd = os.open(probe / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.write(fd, bytes(9000))
+        os.close(fd)
+        times.append(time.perf_counter() - t)
+    shutil.rmtree(probe)
+    return 1000 * sorted(times)[files // 2]
+
+
 def render(workdir: Path, frames: int, profile: Path | None, baseline: str | None) -> None:
     config = write_config(workdir, frames, "render.yaml")
     shape = write_shape(workdir, config)  # from an empty output folder, as the render starts
+    create_before = file_create_ms(workdir)
     wall, tm, lines = driven(workdir, snakemake_args(config), MODEL_TIMING="1", PROFILE=str(profile or ""))
+    create_after = file_create_ms(workdir)
     rules = tm["rules"]
     n_jobs = int(sum(r["jobs"] for r in rules.values()))
     model = sum(r["model"] for r in rules.values())
@@ -422,6 +443,8 @@ def render(workdir: Path, frames: int, profile: Path | None, baseline: str | Non
           f"+ between jobs {tm['between']:.2f} s + exit {tail:.2f} s")
     print(f"    CPU outside job bodies            {outside_cpu:8.2f} s  (process CPU {tm['process_cpu']:.2f} s - "
           f"job threads' CPU)")
+    print(f"    a new file here (9 KB)            {create_before:8.3f} ms before the render, {create_after:.3f} ms "
+          "after; six a frame (its 2 outputs, Snakemake's 2 incomplete markers and 2 metadata records)")
     print(f"    overhead per frame, (wall - model) / frames             {1000 * (wall - model) / frames:6.1f} ms"
           "  (the target's figure)")
     print(f"    orchestration per frame, (wall - job bodies) / frames   {1000 * (wall - bodies) / frames:6.1f} ms")
