@@ -1,3 +1,4 @@
+import gc
 import threading
 import time
 
@@ -49,7 +50,8 @@ def test_tiny_leaves_global_rng_alone():
     assert torch.equal(state, torch.random.get_rng_state())
 
 
-def test_network_loaded_once_per_process_and_shared_by_threads(image):
+def test_network_loaded_once_per_process_and_shared_by_threads(image, monkeypatch):
+    monkeypatch.setattr(depth_mod, "_networks", {})
     results = []
     threads = [threading.Thread(target=lambda: results.append(load_depth_model("tiny", "", "cpu")))
                for _ in range(4)]
@@ -59,6 +61,7 @@ def test_network_loaded_once_per_process_and_shared_by_threads(image):
         t.join()
     assert len({id(m.net) for m in results}) == 1
     assert load_depth_model("tiny", "", "cpu").net is results[0].net
+    assert not any(o is results[0].net for o in gc.get_objects())  # kept for good: out of garbage collections
 
 
 class _Constant(torch.nn.Module):
