@@ -7,20 +7,21 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
 (a) A `--frames` render (64x64, builtin:tiny, steps 1 so the model's share is small) runs as `snakemake` would,
     through the workflow profile, but inside a driver that times, in the same process (jobs are threads of it):
     every job body (Snakemake's run_wrapper around a rule's `run:` block) and, inside them, every model call
-    (deforum_steps.diffusion.encode / generate, model loading included). Overhead per frame = (wall time of the whole
-    command - time inside model calls) / frames, the target's definition: it counts Snakemake (startup, planning,
-    scheduling, its job records) and our own non-model per-frame work (PNG I/O, warp, color match, noise, latent
-    file, video encoding). It is then split into what each frame costs and what a render pays once: per frame,
-    Snakemake's steps around the frame's job (the driver times each: job start, its records, output checks, DAG
-    update, job selection, log lines; the rest of the time between jobs is its scheduler loop) and the frame job's
-    own work besides the model; once, the startup (with Snakemake's and torch's imports, measured apart), planning,
-    the one-off jobs (schedules and their plot, the video) and the exit. On a busy machine wall times count waiting
-    for a core, so the CPU time spent outside job bodies is printed as well (process CPU - the job threads' CPU;
-    torch runs on one thread for that). So is the price of a new file in the work folder, before and after the
-    render: a frame creates six, and on a virtual disk that price moves with the disk's state. --profile writes a
-    cProfile of the main thread (Snakefile, DAG, scheduler; its waits include the GIL held by a running job) to see
-    where that time goes. Last, a dry run on the finished render: every job's records are checked and nothing is to
-    be done.
+    (deforum_steps.diffusion.encode / generate, model loading included). Overhead per frame = (wall time of the
+    whole command - time inside model calls) / frames, the target's definition: it counts Snakemake (startup,
+    planning, scheduling, its job records) and our own non-model per-frame work (PNG I/O, warp, color match, noise,
+    latent file, video encoding). It is then split into what each frame costs and what a render pays once: per
+    frame, Snakemake's steps around the frame's job (the driver times each: job start, its records, output checks,
+    DAG update, job selection, log lines; the rest of the time between jobs is its scheduler loop) and the frame
+    job's own work besides the model; once, the startup (with Snakemake's and torch's imports, measured apart),
+    planning, the one-off jobs (schedules and their plot, the video) and the exit; and from those two parts, the
+    figure over longer renders (1,000 to 10,000 frames), where the once-per-render part is spread thinner. On a busy
+    machine wall times count waiting for a core, so the CPU time spent outside job bodies is printed as well
+    (process CPU - the job threads' CPU; torch runs on one thread for that). So is the price of a new file in the
+    work folder, before and after the render: a frame creates six, and on a virtual disk that price moves with the
+    disk's state. --profile writes a cProfile of the main thread (Snakefile, DAG, scheduler; its waits include the
+    GIL held by a running job) to see where that time goes. Last, a dry run on the finished render: every job's
+    records are checked and nothing is to be done.
 (b) `snakemake -n` from an empty folder, for each of `--plan-frames`: 2D, and 3D with cadence 4 (a diffusion every
     4 frames, a blend per frame that writes its depth map too: 1.25 jobs per frame); wall and CPU time, peak memory
     (RSS of the snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile). For
@@ -492,6 +493,8 @@ def render(workdir: Path, frames: int, profile: Path | None, baseline: str | Non
           + ", ".join(f"{name} {t:.2f} s" for name, t in one_off.items() if t >= 0.01)
           + f"; Snakemake's steps around them {tm['between'] / n_jobs * (n_jobs - frame['jobs']):.2f} s; "
           f"exit {tail:.2f} s")
+    print("    = over a longer render, each frame + once per render / frames: "
+          + ", ".join(f"{n:,} frames {1000 * (per_frame + once / n):.1f} ms" for n in (1000, 2000, 10000)))
     if profile:
         import pstats
 
@@ -519,6 +522,8 @@ def render(workdir: Path, frames: int, profile: Path | None, baseline: str | Non
           f"{ms(torch_import)}, the frame jobs' work besides the model {ms(frame_work)} (their files, warp, "
           f"colors, noise; beyond writing 1 KB), the one-off jobs {ms(one_offs)}, the rest {ms(rest)} (Snakemake's "
           "steps around our jobs beyond the same DAG's, our Snakefile, exit)")
+    print(f"    before any work of ours: Snakemake's floor for this DAG {ms(same_wall)} + importing torch "
+          f"{ms(torch_import)} = {ms(same_wall + torch_import)} a frame (the target: 10 ms)")
     print("    Snakemake's steps around a job, ms (ours | Snakemake alone: the chain | the same DAG):")
     steps = [snakemake_steps(run) for run in (tm, bare, same)]
     for key, what in STEPS:
