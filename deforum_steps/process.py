@@ -60,20 +60,24 @@ def loading_model() -> Iterator[None]:
     thousands of objects and frees few, so each full collection during it walked them all again for nothing: a
     process's first load of a builtin:tiny-size model took 3.2-3.3 s, now 2.6-2.8 s (bench/bench_models.py --small
     --first-load). Concurrent loads (jobs are threads) share one hold: Python's pace is back when the last ends.
-    Whoever drops a model made here calls release_frozen, or the model's reference cycles are never freed."""
+    A load that fails freezes nothing: what it made is garbage. Whoever drops a model made here calls
+    release_frozen, or the model's reference cycles are never freed."""
     global _loads, _thresholds_before_loads
     with _loads_lock:
         if _loads == 0:
             _thresholds_before_loads = gc.get_threshold()
             gc.set_threshold(*_thresholds_before_loads[:2], PLAN_THRESHOLDS[2])
         _loads += 1
+    loaded = False
     try:
         yield
+        loaded = True
     finally:
         with _loads_lock:
             _loads -= 1
             if _loads == 0:
-                gc.freeze()
+                if loaded:
+                    gc.freeze()
                 gc.set_threshold(*_thresholds_before_loads)
 
 

@@ -56,8 +56,10 @@ def test_full_collections_wait_while_a_model_loads_which_is_then_frozen(gc_setti
     assert gc.get_threshold() == default
     assert not any(o is model for o in gc.get_objects())  # frozen: no later collection walks it
     with pytest.raises(RuntimeError), process.loading_model():
+        half_built = Cycle()
         raise RuntimeError("a load that fails")
     assert gc.get_threshold() == default
+    assert any(o is half_built for o in gc.get_objects())  # garbage to collect, not frozen
 
 
 def test_concurrent_loads_share_one_hold(gc_settings_after):
