@@ -37,8 +37,8 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     dry run planned them, with the switches our Snakefile turns on in Snakemake and Python; each job writes 1 KB to
     each output), for the render and for the first of `--plan-frames`. What the same DAG costs is Snakemake's floor
     for it: the difference is ours, split into importing torch, the frame jobs' work, the one-off jobs and the rest.
-    The render of (a) and the same DAG's run twice in turn (ours, it, ours, it), each from no files and no records:
-    the faster of each is the one split, so the floor is measured beside the render, in the machine's same mood.
+    The render of (a) and the same DAG's run are made twice, in turn (ours, it, ours, it), each from no files and no
+    records: the faster of each is the one split, so the floor is measured beside the render, under the same load.
 """
 from __future__ import annotations
 
