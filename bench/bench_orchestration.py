@@ -13,9 +13,11 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     latent file, video encoding). It is then split into what each frame costs and what a render pays once: per
     frame, Snakemake's steps around the frame's job (the driver times each: job start, its records, output checks,
     DAG update, job selection, log lines; the rest of the time between jobs is its scheduler loop) and the frame
-    job's own work besides the model; once, the startup (with Snakemake's and torch's imports, measured apart),
-    planning, the one-off jobs (schedules and their plot, the video) and the exit; and from those two parts, the
-    figure over longer renders (1,000 to 10,000 frames), where the once-per-render part is spread thinner. On a busy
+    job's own work besides the model, step by step (reading its images, warp, colors and noise, its latent and PNG
+    files, the live preview); once, the startup (with Snakemake's and torch's imports, measured apart),
+    planning, the one-off jobs (schedules and their plot, with importing matplotlib measured apart; the video) and
+    the exit; and from those two parts, the figure over longer renders (1,000 to 10,000 frames), where the
+    once-per-render part is spread thinner. On a busy
     machine wall times count waiting for a core, so the CPU time spent outside job bodies is printed as well
     (process CPU - the job threads' CPU; torch runs on one thread for that). So is the price of a new file in the
     work folder, before and after the render: a frame creates six, and on a virtual disk that price moves with the
@@ -192,6 +194,25 @@ if os.environ.get("MODEL_TIMING"):
     # the jobs (animation.first_frame / diffusion_frame, diffusion.img2img) call these through the module
     diffusion.encode = model_timed(diffusion.encode)
     diffusion.generate = model_timed(diffusion.generate)
+
+    from deforum_steps import animation, io, preview, schedules
+
+    def step_timed(owner, name, step):
+        \"\"\"owner.name, its wall time added to the running job's rule as "step <step>".\"\"\"
+        fn = getattr(owner, name)
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                current.rule["step " + step] += time.perf_counter() - t
+        setattr(owner, name, wrapper)
+
+    # the steps of a frame job besides the model (animation.diffusion_frame calls each through its module) and
+    # the schedules job's plot
+    for owner, name in [(io, "read_shared_image"), (animation, "warp_source"), (animation, "condition"),
+                        (diffusion, "save_latent"), (io, "write_image"), (preview, "show_frame"), (schedules, "plot")]:
+        step_timed(owner, name, name)
 
 def done():
     t = os.times()
@@ -370,6 +391,11 @@ def driven(workdir: Path, args: list[str], **env: str) -> tuple[float, dict, int
     return wall, tm, len((proc.stdout + proc.stderr).splitlines())
 
 
+# The steps of a frame job DRIVER times (deforum_steps.animation.diffusion_frame's calls), and what each does.
+FRAME_STEPS = {"read_shared_image": "reading the previous frame and the color reference",
+               "warp_source": "warp", "condition": "colors, contrast, noise",
+               "save_latent": "the latent file", "write_image": "the PNG file", "show_frame": "live preview"}
+
 # Snakemake's steps around each job, as DRIVER times them (ms per job), and what each does.
 STEPS = [("start", "job start (params, old outputs removed, folders)"),
          ("records", "job records (incomplete markers, metadata, output checksums)"),
@@ -481,6 +507,10 @@ def render(workdir: Path, frames: int, profile: Path | None, baseline: str | Non
           f"{1000 * (frame['run'] - frame['model']) / frame['jobs']:.1f} ms (PNG/latent I/O and checksums, warp, "
           f"color, noise) and Snakemake's run_wrapper around it "
           f"{1000 * (frame['body'] - frame['run']) / frame['jobs']:.1f} ms")
+    steps = {what: frame.get(f"step {name}", 0.0) for name, what in FRAME_STEPS.items()}
+    steps["the rest (its arguments, thread limit)"] = frame["run"] - frame["model"] - sum(steps.values())
+    print("      its run: block besides the model, ms: "
+          + ", ".join(f"{what} {1000 * t / frame['jobs']:.2f}" for what, t in steps.items()))
     torch_import = import_time("torch")
     print(f"  + once per render: {once:.2f} s ({1000 * once / frames:.1f} ms a frame over {frames} frames):")
     print(f"      startup up to the first job {startup:.2f} s, of which planning (the DAG) {tm['planning']:.2f} s; "
@@ -489,8 +519,11 @@ def render(workdir: Path, frames: int, profile: Path | None, baseline: str | Non
     diffusers = "diffusers.models.unets.unet_2d_condition"
     print(f"      (and in the first model call, counted as model time: importing diffusers' UNet "
           f"{import_time('torch', diffusers) - torch_import:.2f} s more)")
+    plot = rules["schedules"]["step plot"]
     print("      one-off jobs besides the model: "
           + ", ".join(f"{name} {t:.2f} s" for name, t in one_off.items() if t >= 0.01)
+          + f" (the schedules' plot {plot:.2f} s of it, importing matplotlib "
+          f"{import_time('numpy', 'matplotlib.figure') - import_time('numpy'):.2f} s measured apart)"
           + f"; Snakemake's steps around them {tm['between'] / n_jobs * (n_jobs - frame['jobs']):.2f} s; "
           f"exit {tail:.2f} s")
     print("    = over a longer render, each frame + once per render / frames: "
