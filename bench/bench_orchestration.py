@@ -17,13 +17,12 @@ to plan longer ones, each beside the same DAG with nothing of ours in it. Prints
     files, the live preview); once, the startup (with Snakemake's and torch's imports, measured apart),
     planning, the one-off jobs (schedules and their plot, with importing matplotlib measured apart; the video) and
     the exit; and from those two parts, the figure over longer renders (1,000 to 10,000 frames), where the
-    once-per-render part is spread thinner. On a busy
-    machine wall times count waiting for a core, so the CPU time spent outside job bodies is printed as well
-    (process CPU - the job threads' CPU; torch runs on one thread for that). So is the price of a new file in the
-    work folder, before and after the render: a frame creates six, and on a virtual disk that price moves with the
-    disk's state. --profile writes a cProfile of the main thread (Snakefile, DAG, scheduler; its waits include the
-    GIL held by a running job) to see where that time goes. Last, a dry run on the finished render: every job's
-    records are checked and nothing is to be done.
+    once-per-render part is spread thinner. On a busy machine wall times count waiting for a core, so the CPU time
+    spent outside job bodies is printed as well (process CPU - the job threads' CPU; torch runs on one thread for
+    that). So is the price of a new file in the work folder, before and after the render: a frame creates six, and
+    on a virtual disk that price moves with the disk's state. --profile writes a cProfile of the main thread
+    (Snakefile, DAG, scheduler; its waits include the GIL held by a running job) to see where that time goes. Last,
+    a dry run on the finished render: every job's records are checked and nothing is to be done.
 (b) `snakemake -n` from an empty folder, for each of `--plan-frames`: 2D, and 3D with cadence 4 (a diffusion every
     4 frames, a blend per frame that writes its depth map too: 1.25 jobs per frame); wall and CPU time, peak memory
     (RSS of the snakemake process); and a 2-frame config for the fixed part (interpreter, imports, Snakefile). For
@@ -197,22 +196,22 @@ if os.environ.get("MODEL_TIMING"):
 
     from deforum_steps import animation, io, preview, schedules
 
-    def step_timed(owner, name, step):
-        \"\"\"owner.name, its wall time added to the running job's rule as "step <step>".\"\"\"
+    def step_timed(owner, name):
+        \"\"\"owner.name, its wall time added to the running job's rule as "step <name>".\"\"\"
         fn = getattr(owner, name)
         def wrapper(*args, **kwargs):
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                current.rule["step " + step] += time.perf_counter() - t
+                current.rule["step " + name] += time.perf_counter() - t
         setattr(owner, name, wrapper)
 
     # the steps of a frame job besides the model (animation.diffusion_frame calls each through its module) and
     # the schedules job's plot
     for owner, name in [(io, "read_shared_image"), (animation, "warp_source"), (animation, "condition"),
                         (diffusion, "save_latent"), (io, "write_image"), (preview, "show_frame"), (schedules, "plot")]:
-        step_timed(owner, name, name)
+        step_timed(owner, name)
 
 def done():
     t = os.times()
@@ -519,11 +518,11 @@ def render(workdir: Path, frames: int, profile: Path | None, baseline: str | Non
     diffusers = "diffusers.models.unets.unet_2d_condition"
     print(f"      (and in the first model call, counted as model time: importing diffusers' UNet "
           f"{import_time('torch', diffusers) - torch_import:.2f} s more)")
-    plot = rules["schedules"]["step plot"]
+    matplotlib = import_time("numpy", "matplotlib.figure") - import_time("numpy")
+    plot = {"schedules": f" (its plot {rules['schedules'].get('step plot', 0.0):.2f} s; importing matplotlib "
+                         f"{matplotlib:.2f} s, measured apart)"}
     print("      one-off jobs besides the model: "
-          + ", ".join(f"{name} {t:.2f} s" for name, t in one_off.items() if t >= 0.01)
-          + f" (the schedules' plot {plot:.2f} s of it, importing matplotlib "
-          f"{import_time('numpy', 'matplotlib.figure') - import_time('numpy'):.2f} s measured apart)"
+          + ", ".join(f"{name} {t:.2f} s{plot.get(name, '')}" for name, t in one_off.items() if t >= 0.01)
           + f"; Snakemake's steps around them {tm['between'] / n_jobs * (n_jobs - frame['jobs']):.2f} s; "
           f"exit {tail:.2f} s")
     print("    = over a longer render, each frame + once per render / frames: "
