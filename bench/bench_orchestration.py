@@ -194,7 +194,7 @@ if os.environ.get("MODEL_TIMING"):
     diffusion.encode = model_timed(diffusion.encode)
     diffusion.generate = model_timed(diffusion.generate)
 
-    from deforum_steps import animation, io, preview, schedules
+    import importlib
 
     def step_timed(owner, name):
         \"\"\"owner.name, its wall time added to the running job's rule as "step <name>".\"\"\"
@@ -208,10 +208,16 @@ if os.environ.get("MODEL_TIMING"):
         setattr(owner, name, wrapper)
 
     # the steps of a frame job besides the model (animation.diffusion_frame calls each through its module) and
-    # the schedules job's plot
-    for owner, name in [(io, "read_shared_image"), (animation, "warp_source"), (animation, "condition"),
-                        (diffusion, "save_latent"), (io, "write_image"), (preview, "show_frame"), (schedules, "plot")]:
-        step_timed(owner, name)
+    # the schedules job's plot; a --baseline revision without one of them renders with it untimed
+    for module, name in [("io", "read_shared_image"), ("animation", "warp_source"), ("animation", "condition"),
+                         ("diffusion", "save_latent"), ("io", "write_image"), ("preview", "show_frame"),
+                         ("schedules", "plot")]:
+        try:
+            owner = importlib.import_module("deforum_steps." + module)
+        except ImportError:
+            continue
+        if hasattr(owner, name):
+            step_timed(owner, name)
 
 def done():
     t = os.times()
